@@ -1,0 +1,206 @@
+//! The codec: canonical JSON with a CRC-32 checksum over the canonical body.
+//!
+//! A stored document is the canonical JSON of the document (fields in
+//! declaration order, maps sorted, no whitespace) with one more field appended
+//! last: `"checksum":"<crc32 of the body without that field, 8 hex digits>"`.
+//! `format_version` is always the first field, so a reader can tell a newer
+//! format before it trusts anything else. Decoding never panics.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::doc::{Document, Limits, FORMAT_VERSION};
+use crate::error::Error;
+
+const CHECKSUM_PREFIX: &[u8] = b",\"checksum\":\"";
+const CHECKSUM_SUFFIX_LEN: usize = CHECKSUM_PREFIX.len() + 8 + 2; // ,"checksum":"XXXXXXXX"}
+const HEADER: &[u8] = b"{\"format_version\":";
+
+/// Encodes `doc` canonically with its checksum, refusing bodies over the limit.
+pub fn encode<D: Document>(key: &str, doc: &D, limits: &Limits) -> Result<Vec<u8>, Error> {
+    let mut out = serde_json::to_vec(doc).map_err(|e| Error::invalid(alloc::format!("cannot encode {key}: {e}")))?;
+    let crc = crc32fast::hash(&out);
+    out.pop(); // the closing brace; the checksum goes before it
+    out.extend_from_slice(CHECKSUM_PREFIX);
+    out.extend_from_slice(hex8(crc).as_bytes());
+    out.extend_from_slice(b"\"}");
+    if out.len() > limits.max_document_bytes {
+        return Err(Error::TooLarge { key: key.into(), size: out.len(), limit: limits.max_document_bytes });
+    }
+    Ok(out)
+}
+
+/// Decodes and checks a stored document: size, format version, checksum,
+/// shape, then the document's own invariants.
+pub fn decode<D: Document>(key: &str, bytes: &[u8], limits: &Limits) -> Result<D, Error> {
+    let corrupt = |reason: String| Error::Corrupt { key: key.into(), reason };
+    if bytes.len() > limits.max_document_bytes {
+        return Err(Error::TooLarge { key: key.into(), size: bytes.len(), limit: limits.max_document_bytes });
+    }
+    let format = read_format_version(bytes).map_err(corrupt)?;
+    if format > FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat { key: key.into(), found: format, supported: FORMAT_VERSION });
+    }
+    verify_checksum(bytes).map_err(corrupt)?;
+    let doc: D = if format == FORMAT_VERSION {
+        serde_json::from_slice(bytes).map_err(|e| corrupt(alloc::format!("not a valid {} document: {e}", D::KIND)))?
+    } else {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(alloc::format!("not JSON: {e}")))?;
+        migrate(&mut value, format).map_err(corrupt)?;
+        serde_json::from_value(value).map_err(|e| corrupt(alloc::format!("not a valid {} document after migration: {e}", D::KIND)))?
+    };
+    doc.check(limits).map_err(corrupt)?;
+    Ok(doc)
+}
+
+/// The migration hook: rewrites a document of an older `format_version`
+/// (below [`FORMAT_VERSION`]) into the current shape, one format at a time.
+/// Format 1 is the first, so today every older number is refused; format 2
+/// will add its `1 => upgrade_1_to_2(value)` step here.
+pub fn migrate(_value: &mut serde_json::Value, from: u64) -> Result<(), String> {
+    Err(alloc::format!("format_version {from} was never written by oxiflow"))
+}
+
+/// Reads `format_version` from its canonical place at the start.
+fn read_format_version(bytes: &[u8]) -> Result<u64, String> {
+    let Some(rest) = bytes.strip_prefix(HEADER) else {
+        return Err(if bytes.is_empty() { "empty object".into() } else { "does not start with {\"format_version\": (not an oxiflow document, or not canonical)".into() });
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 || rest.get(digits) != Some(&b',') {
+        return Err("format_version is not a plain integer".into());
+    }
+    core::str::from_utf8(&rest[..digits]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| "format_version is not a plain integer".into())
+}
+
+fn verify_checksum(bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() < HEADER.len() + CHECKSUM_SUFFIX_LEN || !bytes.ends_with(b"\"}") {
+        return Err("truncated: no checksum at the end".into());
+    }
+    let body_end = bytes.len() - CHECKSUM_SUFFIX_LEN;
+    let (body, suffix) = bytes.split_at(body_end);
+    let Some(hex) = suffix.strip_prefix(CHECKSUM_PREFIX) else {
+        return Err("truncated: no checksum at the end".into());
+    };
+    let stored = core::str::from_utf8(&hex[..8]).ok().and_then(|s| u32::from_str_radix(s, 16).ok()).ok_or_else(|| String::from("checksum is not 8 hex digits"))?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(body);
+    hasher.update(b"}");
+    let actual = hasher.finalize();
+    if actual != stored {
+        return Err(alloc::format!("checksum mismatch: stored {}, computed {}", hex8(stored), hex8(actual)));
+    }
+    Ok(())
+}
+
+fn hex8(n: u32) -> String {
+    alloc::format!("{n:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doc::{PartitionDoc, PipelineDoc};
+    use crate::id::{PartitionId, PipelineId, RunId, StepId};
+    use crate::time::Timestamp;
+
+    fn doc() -> PartitionDoc {
+        let mut d = PartitionDoc::new(PipelineId::new("p").unwrap(), PartitionId::shard(StepId::new("load").unwrap(), 2), RunId::new("r1").unwrap(), Timestamp::from_millis(5));
+        d.version = 1;
+        d
+    }
+
+    const KEY: &str = "pipelines/p/partitions/load@2.json";
+
+    #[test]
+    fn round_trips_and_is_canonical() {
+        let limits = Limits::default();
+        let bytes = encode(KEY, &doc(), &limits).unwrap();
+        let text = core::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with("{\"format_version\":1,\"pipeline_id\":\"p\",\"step_id\":\"load\",\"shard\":2,"), "{text}");
+        assert!(text.ends_with("\"}") && text.contains(",\"checksum\":\""), "{text}");
+        let back: PartitionDoc = decode(KEY, &bytes, &limits).unwrap();
+        assert_eq!(back, doc());
+        assert_eq!(encode(KEY, &back, &limits).unwrap(), bytes, "re-encoding gives the same bytes");
+    }
+
+    #[test]
+    fn any_flipped_byte_is_detected() {
+        let limits = Limits::default();
+        let bytes = encode(KEY, &doc(), &limits).unwrap();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            assert!(decode::<PartitionDoc>(KEY, &b, &limits).is_err(), "flip at byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_corrupt() {
+        let limits = Limits::default();
+        let bytes = encode(KEY, &doc(), &limits).unwrap();
+        for n in 0..bytes.len() {
+            let err = decode::<PartitionDoc>(KEY, &bytes[..n], &limits).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "truncated to {n}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn future_format_is_refused_by_name() {
+        let limits = Limits::default();
+        let text = String::from_utf8(encode(KEY, &doc(), &limits).unwrap()).unwrap().replacen("\"format_version\":1", "\"format_version\":7", 1);
+        let err = decode::<PartitionDoc>(KEY, text.as_bytes(), &limits).unwrap_err();
+        assert_eq!(err, Error::UnsupportedFormat { key: KEY.into(), found: 7, supported: 1 });
+        assert!(err.to_string().contains("upgrade oxiflow"));
+    }
+
+    #[test]
+    fn impossible_old_format_is_refused() {
+        let limits = Limits::default();
+        let mut d = doc();
+        d.format_version = 0;
+        let bytes = encode(KEY, &d, &limits).unwrap();
+        let err = decode::<PartitionDoc>(KEY, &bytes, &limits).unwrap_err();
+        assert_eq!(err, Error::Corrupt { key: KEY.into(), reason: "format_version 0 was never written by oxiflow".into() });
+    }
+
+    #[test]
+    fn oversized_is_refused_before_parsing() {
+        let limits = Limits { max_document_bytes: 64, ..Limits::default() };
+        let err = decode::<PartitionDoc>(KEY, &[b' '; 65], &limits).unwrap_err();
+        assert_eq!(err, Error::TooLarge { key: KEY.into(), size: 65, limit: 64 });
+        let err = encode(KEY, &doc(), &limits).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }));
+    }
+
+    #[test]
+    fn valid_checksum_on_wrong_kind_is_corrupt_with_reason() {
+        let limits = Limits::default();
+        let bytes = encode(KEY, &doc(), &limits).unwrap();
+        let err = decode::<PipelineDoc>(KEY, &bytes, &limits).unwrap_err();
+        assert!(err.to_string().contains("not a valid pipeline document"), "{err}");
+    }
+
+    #[test]
+    fn invariants_are_checked_after_decoding() {
+        let limits = Limits::default();
+        let mut d = doc();
+        d.version = 0;
+        let bytes = encode(KEY, &d, &limits).unwrap();
+        let err = decode::<PartitionDoc>(KEY, &bytes, &limits).unwrap_err();
+        assert!(err.to_string().contains("version must be at least 1"), "{err}");
+    }
+
+    #[test]
+    fn hostile_ids_inside_a_checksummed_body_are_corrupt() {
+        let limits = Limits::default();
+        let body = String::from_utf8(encode(KEY, &doc(), &limits).unwrap()).unwrap();
+        let body = body.replacen("\"step_id\":\"load\"", "\"step_id\":\"..\"", 1);
+        // Re-seal with a correct checksum so only the id is wrong.
+        let end = body.len() - CHECKSUM_SUFFIX_LEN;
+        let unsealed = alloc::format!("{}}}", &body[..end]);
+        let resealed = alloc::format!("{},\"checksum\":\"{}\"}}", &unsealed[..unsealed.len() - 1], hex8(crc32fast::hash(unsealed.as_bytes())));
+        let err = decode::<PartitionDoc>(KEY, resealed.as_bytes(), &limits).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }) && err.to_string().contains("'..'"), "{err}");
+    }
+}

@@ -1,0 +1,360 @@
+//! The stored documents: one pipeline document and one partition document per
+//! step or step shard. Field order is the canonical order on the wire.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::id::{PartitionId, PipelineId, RunId, StepId, WorkerId};
+use crate::lease::Lease;
+use crate::time::Timestamp;
+
+/// The format this build writes. Older formats are migrated on read
+/// ([`crate::codec::migrate`]); newer ones are refused.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// Bounds on what one document may hold, so every object stays small and a
+/// hostile or buggy writer cannot grow it without limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Largest encoded document accepted on read or write.
+    pub max_document_bytes: usize,
+    /// Error records kept per partition (the total is always counted).
+    pub errors_keep_last: usize,
+    pub max_error_message_bytes: usize,
+    pub max_bookmark_bytes: usize,
+    pub max_extra_entries: usize,
+    pub max_extra_key_bytes: usize,
+    pub max_extra_value_bytes: usize,
+}
+
+/// Hard cap on the error ring, whatever `errors_keep_last` says.
+pub const MAX_ERRORS_KEPT: usize = 1000;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_document_bytes: 1 << 20,
+            errors_keep_last: 20,
+            max_error_message_bytes: 2048,
+            max_bookmark_bytes: 1024,
+            max_extra_entries: 32,
+            max_extra_key_bytes: 64,
+            max_extra_value_bytes: 1024,
+        }
+    }
+}
+
+/// Status of one partition. `Failed` keeps its message; the error ring keeps
+/// the history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running { started_at: Timestamp },
+    Completed { completed_at: Timestamp },
+    Failed { error: String, failed_at: Timestamp, retryable: bool },
+    Paused,
+}
+
+/// [`StepStatus`] without its data, for messages and aggregation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusKind {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Paused,
+}
+
+impl StepStatus {
+    pub fn kind(&self) -> StatusKind {
+        match self {
+            StepStatus::Pending => StatusKind::Pending,
+            StepStatus::Running { .. } => StatusKind::Running,
+            StepStatus::Completed { .. } => StatusKind::Completed,
+            StepStatus::Failed { .. } => StatusKind::Failed,
+            StepStatus::Paused => StatusKind::Paused,
+        }
+    }
+}
+
+impl fmt::Display for StatusKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StatusKind::Pending => "pending",
+            StatusKind::Running => "running",
+            StatusKind::Completed => "completed",
+            StatusKind::Failed => "failed",
+            StatusKind::Paused => "paused",
+        })
+    }
+}
+
+/// One recorded error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<WorkerId>,
+    pub batch_number: u64,
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// The last N error records and the count of all of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ErrorLog {
+    pub total: u64,
+    pub recent: Vec<ErrorRecord>,
+}
+
+impl ErrorLog {
+    /// Appends `record`, dropping the oldest beyond `keep_last`.
+    pub fn push(&mut self, record: ErrorRecord, keep_last: usize) {
+        self.total = self.total.saturating_add(1);
+        self.recent.push(record);
+        let keep = keep_last.min(MAX_ERRORS_KEPT);
+        if self.recent.len() > keep {
+            let drop = self.recent.len() - keep;
+            self.recent.drain(..drop);
+        }
+    }
+}
+
+/// The pipeline document: `pipelines/<id>/pipeline.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineDoc {
+    pub format_version: u64,
+    pub pipeline_id: PipelineId,
+    pub run_id: RunId,
+    /// Steps in order, as planned when the pipeline was created.
+    pub steps: Vec<StepId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<StepId>,
+    pub batch_number: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// Bumped by every write, so no two writes have identical bytes (S3
+    /// ETags are content hashes: identical bytes would allow ABA).
+    pub version: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One partition document: `pipelines/<id>/partitions/<step>[@shard].json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionDoc {
+    pub format_version: u64,
+    pub pipeline_id: PipelineId,
+    pub step_id: StepId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
+    pub run_id: RunId,
+    pub status: StepStatus,
+    /// The bookmark: where an incremental pipeline resumes. Kept across runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_processed_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_processed_at: Option<Timestamp>,
+    pub batch_number: u64,
+    pub records_processed: u64,
+    pub records_failed: u64,
+    pub bytes_processed: u64,
+    pub processing_time_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<Timestamp>,
+    /// The worker that last made progress here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id: Option<WorkerId>,
+    /// Claims in this run.
+    pub attempts: u32,
+    pub errors: ErrorLog,
+    /// Small user fields, bounded by [`Limits`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    pub version: u64,
+    pub updated_at: Timestamp,
+}
+
+impl PipelineDoc {
+    /// A new pipeline with its planned steps. `version` 0: the first write makes it 1.
+    pub fn new(pipeline_id: PipelineId, run_id: RunId, steps: Vec<StepId>, now: Timestamp) -> Result<Self, Error> {
+        for (i, s) in steps.iter().enumerate() {
+            if steps[..i].contains(s) {
+                return Err(Error::invalid(alloc::format!("step {s} is listed twice")));
+            }
+        }
+        Ok(PipelineDoc {
+            format_version: FORMAT_VERSION,
+            pipeline_id,
+            run_id,
+            current_step: steps.first().cloned(),
+            steps,
+            batch_number: 0,
+            lease: None,
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+}
+
+impl PartitionDoc {
+    /// A new, pending partition. `version` 0: the first write makes it 1.
+    pub fn new(pipeline_id: PipelineId, partition: PartitionId, run_id: RunId, now: Timestamp) -> Self {
+        PartitionDoc {
+            format_version: FORMAT_VERSION,
+            pipeline_id,
+            step_id: partition.step_id,
+            shard: partition.shard,
+            run_id,
+            status: StepStatus::Pending,
+            last_processed_id: None,
+            last_processed_at: None,
+            batch_number: 0,
+            records_processed: 0,
+            records_failed: 0,
+            bytes_processed: 0,
+            processing_time_ms: 0,
+            last_heartbeat: None,
+            worker_id: None,
+            attempts: 0,
+            errors: ErrorLog::default(),
+            extra: BTreeMap::new(),
+            lease: None,
+            version: 0,
+            updated_at: now,
+        }
+    }
+
+    pub fn partition_id(&self) -> PartitionId {
+        PartitionId { step_id: self.step_id.clone(), shard: self.shard }
+    }
+}
+
+/// What every stored document offers the codec and the protocol drivers.
+pub trait Document: Clone + PartialEq + fmt::Debug + Serialize + DeserializeOwned {
+    /// For messages: "pipeline" or "partition".
+    const KIND: &'static str;
+    fn lease(&self) -> Option<&Lease>;
+    fn lease_mut(&mut self) -> &mut Option<Lease>;
+    fn version(&self) -> u64;
+    /// Marks a write: bumps `version`, sets `updated_at`.
+    fn stamp(&mut self, now: Timestamp);
+    /// Checks the invariants a decoded document must hold; the reason names
+    /// the field.
+    fn check(&self, limits: &Limits) -> Result<(), String>;
+}
+
+fn check_lease(lease: Option<&Lease>) -> Result<(), String> {
+    if let Some(l) = lease {
+        if l.epoch == 0 {
+            return Err("lease.epoch must be at least 1".into());
+        }
+        if l.expires_at < l.acquired_at {
+            return Err("lease.expires_at is before lease.acquired_at".into());
+        }
+    }
+    Ok(())
+}
+
+fn check_format(format_version: u64, version: u64) -> Result<(), String> {
+    if format_version != FORMAT_VERSION {
+        return Err(alloc::format!("format_version {format_version} in a format {FORMAT_VERSION} body"));
+    }
+    if version == 0 {
+        return Err("version must be at least 1 once stored".into());
+    }
+    Ok(())
+}
+
+impl Document for PipelineDoc {
+    const KIND: &'static str = "pipeline";
+
+    fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+    fn lease_mut(&mut self) -> &mut Option<Lease> {
+        &mut self.lease
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn stamp(&mut self, now: Timestamp) {
+        self.version += 1;
+        self.updated_at = now;
+    }
+    fn check(&self, _limits: &Limits) -> Result<(), String> {
+        check_format(self.format_version, self.version)?;
+        check_lease(self.lease.as_ref())?;
+        if let Some(s) = &self.current_step {
+            if !self.steps.contains(s) {
+                return Err(alloc::format!("current_step {s} is not one of the pipeline's steps"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Document for PartitionDoc {
+    const KIND: &'static str = "partition";
+
+    fn lease(&self) -> Option<&Lease> {
+        self.lease.as_ref()
+    }
+    fn lease_mut(&mut self) -> &mut Option<Lease> {
+        &mut self.lease
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn stamp(&mut self, now: Timestamp) {
+        self.version += 1;
+        self.updated_at = now;
+    }
+    fn check(&self, limits: &Limits) -> Result<(), String> {
+        check_format(self.format_version, self.version)?;
+        check_lease(self.lease.as_ref())?;
+        if self.errors.recent.len() > MAX_ERRORS_KEPT {
+            return Err(alloc::format!("errors.recent holds {} records, over the cap of {MAX_ERRORS_KEPT}", self.errors.recent.len()));
+        }
+        if (self.errors.recent.len() as u64) > self.errors.total {
+            return Err("errors.total is smaller than the number of recent errors".into());
+        }
+        if let Some(b) = &self.last_processed_id {
+            check_len("last_processed_id", b, limits.max_bookmark_bytes)?;
+        }
+        check_extra(&self.extra, limits)
+    }
+}
+
+pub(crate) fn check_len(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(alloc::format!("{field} is {} bytes, over the {max}-byte limit", value.len()));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_extra(extra: &BTreeMap<String, String>, limits: &Limits) -> Result<(), String> {
+    if extra.len() > limits.max_extra_entries {
+        return Err(alloc::format!("extra has {} entries, over the limit of {}", extra.len(), limits.max_extra_entries));
+    }
+    for (k, v) in extra {
+        if k.is_empty() {
+            return Err("extra has an empty key".into());
+        }
+        check_len("an extra key", k, limits.max_extra_key_bytes)?;
+        check_len(&alloc::format!("extra[{k:?}]"), v, limits.max_extra_value_bytes)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! Leases with fencing. A lease lives inside the document it guards, so
+//! claiming is a compare-and-swap on that document, and the CAS itself fences
+//! every earlier holder: their cached version is stale, their next write fails.
+
+use core::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::id::WorkerId;
+use crate::time::{duration_ms, Timestamp};
+
+/// Timing rules for leases. Core never reads a clock; these say how far to
+/// trust a timestamp taken on another machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LeaseConfig {
+    /// How long a claim or a write keeps the lease.
+    #[serde(with = "duration_ms", rename = "ttl_ms")]
+    pub ttl: Duration,
+    /// A heartbeat is due when nothing was written for this long.
+    #[serde(with = "duration_ms", rename = "heartbeat_interval_ms")]
+    pub heartbeat_interval: Duration,
+    /// Others treat a lease as expired only this long after `expires_at`.
+    #[serde(with = "duration_ms", rename = "skew_allowance_ms")]
+    pub skew_allowance: Duration,
+    /// The holder trusts its lease only until `expires_at - safety_margin`.
+    #[serde(with = "duration_ms", rename = "safety_margin_ms")]
+    pub safety_margin: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            skew_allowance: Duration::from_secs(2),
+            safety_margin: Duration::from_secs(2),
+        }
+    }
+}
+
+impl LeaseConfig {
+    /// Rejects settings under which a holder could not keep its lease.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.ttl.is_zero() {
+            return Err(Error::invalid("lease ttl must be positive"));
+        }
+        if self.safety_margin >= self.ttl {
+            return Err(Error::invalid("lease safety margin must be shorter than the ttl"));
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.ttl.saturating_sub(self.safety_margin) {
+            return Err(Error::invalid("heartbeat interval must be positive and shorter than ttl minus the safety margin"));
+        }
+        Ok(())
+    }
+}
+
+/// A request, written by another process, that the holder release and stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRequest {
+    pub requested_by: WorkerId,
+    pub requested_at: Timestamp,
+}
+
+/// The lease stored in a document. It stays after release (with
+/// `released_at` set) so the epoch only ever grows and a holder can
+/// recognise its own last write after a lost response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub worker_id: WorkerId,
+    /// Fencing token: every claim or takeover adds one.
+    pub epoch: u64,
+    pub acquired_at: Timestamp,
+    pub expires_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<Timestamp>,
+    /// Id of the holder's last landed write (caller-chosen random number).
+    /// A retry that finds its own id here knows the write landed.
+    pub last_write: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_requested: Option<StopRequest>,
+}
+
+/// How a lease looks to someone who does not hold it, at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LeaseStatus {
+    /// Never claimed.
+    Free,
+    /// Released by its holder.
+    Released,
+    /// Held, and not yet claimable.
+    Held { expires_at: Timestamp },
+    /// Past `expires_at + skew_allowance`: anyone may take it over.
+    Expired { expired_at: Timestamp },
+}
+
+impl LeaseStatus {
+    pub fn of(lease: Option<&Lease>, now: Timestamp, config: &LeaseConfig) -> Self {
+        match lease {
+            None => LeaseStatus::Free,
+            Some(l) if l.released_at.is_some() => LeaseStatus::Released,
+            Some(l) if now > l.expires_at.plus(config.skew_allowance) => LeaseStatus::Expired { expired_at: l.expires_at },
+            Some(l) => LeaseStatus::Held { expires_at: l.expires_at },
+        }
+    }
+
+    pub fn is_claimable(self) -> bool {
+        !matches!(self, LeaseStatus::Held { .. })
+    }
+}
+
+/// The identity a holder writes under: who, at which epoch, after which of
+/// its own writes. Returned by a successful claim; advanced by each write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub worker_id: WorkerId,
+    pub epoch: u64,
+    pub last_write: u64,
+}
+
+impl Holder {
+    /// The holder identity recorded in `lease`.
+    pub fn of(lease: &Lease) -> Self {
+        Holder { worker_id: lease.worker_id.clone(), epoch: lease.epoch, last_write: lease.last_write }
+    }
+
+    /// True while the holder may act on its lease by its own clock: until
+    /// `expires_at - safety_margin`. Never act outside the store (emit
+    /// output, call an API) on a lease this says is no longer valid.
+    pub fn trusts(lease: &Lease, now: Timestamp, config: &LeaseConfig) -> bool {
+        lease.released_at.is_none() && now < lease.expires_at.minus(config.safety_margin)
+    }
+}
+
+/// Outcome of checking a holder's write against the stored lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HolderCheck {
+    /// The stored lease is the holder's, at the holder's last write: go on.
+    Current,
+    /// The stored lease already carries this write: it landed earlier.
+    Landed,
+}
+
+/// Checks that `holder` may write `write_id` over the stored `lease`.
+pub(crate) fn check_holder(key: &str, lease: Option<&Lease>, holder: &Holder, write_id: u64) -> Result<HolderCheck, Error> {
+    let fenced = |current: Option<&Lease>| Error::Fenced {
+        key: key.into(),
+        worker_id: holder.worker_id.clone(),
+        epoch: holder.epoch,
+        holder: current.filter(|l| l.released_at.is_none()).map(|l| l.worker_id.clone()),
+    };
+    let Some(l) = lease.filter(|l| l.worker_id == holder.worker_id && l.epoch == holder.epoch) else {
+        return Err(fenced(lease));
+    };
+    if l.last_write == write_id {
+        return Ok(HolderCheck::Landed);
+    }
+    if l.released_at.is_some() {
+        return Err(fenced(None));
+    }
+    if l.last_write != holder.last_write {
+        return Err(Error::Conflict {
+            key: key.into(),
+            reason: alloc::format!(
+                "another process wrote under worker {} epoch {}; a worker id must not be shared by processes running at once",
+                holder.worker_id, holder.epoch
+            ),
+        });
+    }
+    Ok(HolderCheck::Current)
+}
+
+/// Takes the lease for `worker_id` if it is claimable at `now`, with epoch
+/// one past the stored one. A worker may re-claim its own valid lease (a
+/// restarted process): that too bumps the epoch and fences the old process.
+pub(crate) fn take(key: &str, lease: &mut Option<Lease>, worker_id: &WorkerId, write_id: u64, now: Timestamp, config: &LeaseConfig) -> Result<(), Error> {
+    let status = LeaseStatus::of(lease.as_ref(), now, config);
+    if let (LeaseStatus::Held { expires_at }, Some(l)) = (status, lease.as_ref()) {
+        if &l.worker_id != worker_id {
+            return Err(Error::LeaseHeld { key: key.into(), holder: l.worker_id.clone(), epoch: l.epoch, expires_at });
+        }
+    }
+    let epoch = lease.as_ref().map_or(0, |l| l.epoch) + 1;
+    *lease = Some(Lease {
+        worker_id: worker_id.clone(),
+        epoch,
+        acquired_at: now,
+        expires_at: now.plus(config.ttl),
+        released_at: None,
+        last_write: write_id,
+        stop_requested: None,
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(s: &str) -> WorkerId {
+        WorkerId::new(s).unwrap()
+    }
+
+    fn cfg() -> LeaseConfig {
+        LeaseConfig {
+            ttl: Duration::from_millis(1000),
+            heartbeat_interval: Duration::from_millis(300),
+            skew_allowance: Duration::from_millis(100),
+            safety_margin: Duration::from_millis(100),
+        }
+    }
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms)
+    }
+
+    #[test]
+    fn status_moves_from_free_to_held_to_expired_only_after_skew() {
+        let c = cfg();
+        let mut lease = None;
+        assert_eq!(LeaseStatus::of(lease.as_ref(), at(0), &c), LeaseStatus::Free);
+        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
+        assert_eq!(LeaseStatus::of(lease.as_ref(), at(1000), &c), LeaseStatus::Held { expires_at: at(1000) });
+        assert_eq!(LeaseStatus::of(lease.as_ref(), at(1100), &c), LeaseStatus::Held { expires_at: at(1000) });
+        assert_eq!(LeaseStatus::of(lease.as_ref(), at(1101), &c), LeaseStatus::Expired { expired_at: at(1000) });
+    }
+
+    #[test]
+    fn holder_stops_trusting_before_others_may_take_over() {
+        let c = cfg();
+        let mut lease = None;
+        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
+        let l = lease.as_ref().unwrap();
+        assert!(Holder::trusts(l, at(899), &c));
+        assert!(!Holder::trusts(l, at(900), &c));
+        // The gap between the holder's last trusted instant and the first
+        // takeover instant is safety_margin + skew_allowance.
+        assert!(!LeaseStatus::of(Some(l), at(1100), &c).is_claimable());
+    }
+
+    #[test]
+    fn held_lease_refuses_others_with_holder_and_expiry() {
+        let c = cfg();
+        let mut lease = None;
+        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
+        let err = take("k", &mut lease, &w("b"), 2, at(500), &c).unwrap_err();
+        assert_eq!(err, Error::LeaseHeld { key: "k".into(), holder: w("a"), epoch: 1, expires_at: at(1000) });
+    }
+
+    #[test]
+    fn takeover_after_expiry_bumps_epoch() {
+        let c = cfg();
+        let mut lease = None;
+        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
+        take("k", &mut lease, &w("b"), 2, at(1101), &c).unwrap();
+        let l = lease.unwrap();
+        assert_eq!((l.worker_id, l.epoch, l.expires_at), (w("b"), 2, at(2101)));
+    }
+
+    #[test]
+    fn released_lease_is_claimable_at_once_and_keeps_its_epoch() {
+        let c = cfg();
+        let mut lease = None;
+        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
+        lease.as_mut().unwrap().released_at = Some(at(10));
+        assert_eq!(LeaseStatus::of(lease.as_ref(), at(11), &c), LeaseStatus::Released);
+        take("k", &mut lease, &w("b"), 2, at(11), &c).unwrap();
+        assert_eq!(lease.unwrap().epoch, 2);
+    }
+
+    #[test]
+    fn same_worker_reclaim_fences_its_older_process() {
+        let c = cfg();
+        let mut lease = None;
+        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
+        let old = Holder::of(lease.as_ref().unwrap());
+        take("k", &mut lease, &w("a"), 2, at(10), &c).unwrap();
+        assert!(matches!(check_holder("k", lease.as_ref(), &old, 3), Err(Error::Fenced { .. })));
+    }
+
+    #[test]
+    fn holder_check_recognises_current_landed_fenced_and_shared() {
+        let c = cfg();
+        let mut lease = None;
+        take("k", &mut lease, &w("a"), 7, at(0), &c).unwrap();
+        let h = Holder::of(lease.as_ref().unwrap());
+        assert_eq!(check_holder("k", lease.as_ref(), &h, 8), Ok(HolderCheck::Current));
+        lease.as_mut().unwrap().last_write = 8;
+        assert_eq!(check_holder("k", lease.as_ref(), &h, 8), Ok(HolderCheck::Landed));
+        lease.as_mut().unwrap().last_write = 9;
+        assert!(matches!(check_holder("k", lease.as_ref(), &h, 8), Err(Error::Conflict { .. })));
+        lease.as_mut().unwrap().released_at = Some(at(5));
+        assert!(matches!(check_holder("k", lease.as_ref(), &h, 8), Err(Error::Fenced { holder: None, .. })));
+        assert!(matches!(check_holder("k", None, &h, 8), Err(Error::Fenced { .. })));
+    }
+
+    #[test]
+    fn config_validation_names_the_problem() {
+        let mut c = cfg();
+        assert!(c.validate().is_ok());
+        c.safety_margin = c.ttl;
+        assert!(c.validate().unwrap_err().to_string().contains("safety margin"));
+        c = cfg();
+        c.heartbeat_interval = Duration::from_millis(950);
+        assert!(c.validate().unwrap_err().to_string().contains("heartbeat"));
+    }
+}

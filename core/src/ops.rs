@@ -1,0 +1,270 @@
+//! The operations: claim (and takeover), checkpoint, heartbeat, release,
+//! complete, fail, remote stop, and the operator's pause, resume and new run.
+//! Each is a [`Mutation`] for the [`Update`](crate::protocol::Update) driver.
+
+use alloc::string::String;
+use core::marker::PhantomData;
+
+use serde::{Deserialize, Serialize};
+
+use crate::doc::{Document, Limits, PartitionDoc, PipelineDoc};
+use crate::error::Error;
+use crate::id::{RunId, StepId, WorkerId};
+use crate::lease::{check_holder, take, Holder, HolderCheck, Lease, LeaseConfig, LeaseStatus, StopRequest};
+use crate::protocol::{Context, Mutation};
+use crate::step::{Finish, Progress};
+use crate::time::Timestamp;
+
+/// A document a worker can hold and make progress on.
+pub trait Work: Document {
+    /// What one checkpoint reports.
+    type Progress: Clone + PartialEq + core::fmt::Debug + Default + Serialize + for<'de> Deserialize<'de>;
+    /// Status change on claim.
+    fn start(&mut self, now: Timestamp) -> Result<(), Error>;
+    /// Applies a checkpoint's progress; all or nothing.
+    fn record(&mut self, progress: &Self::Progress, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error>;
+    /// Status change when the holder lets go.
+    fn finish(&mut self, finish: &Finish, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error>;
+}
+
+impl Work for PartitionDoc {
+    type Progress = Progress;
+    fn start(&mut self, now: Timestamp) -> Result<(), Error> {
+        PartitionDoc::start(self, now)
+    }
+    fn record(&mut self, progress: &Progress, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error> {
+        PartitionDoc::record(self, progress, worker, now, limits)?;
+        self.last_heartbeat = Some(now);
+        Ok(())
+    }
+    fn finish(&mut self, finish: &Finish, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error> {
+        PartitionDoc::finish(self, finish, worker, now, limits)
+    }
+}
+
+/// Progress on the pipeline document: which step is current, which batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PipelineProgress {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<StepId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_number: Option<u64>,
+}
+
+impl Work for PipelineDoc {
+    type Progress = PipelineProgress;
+    fn start(&mut self, _now: Timestamp) -> Result<(), Error> {
+        Ok(())
+    }
+    fn record(&mut self, p: &PipelineProgress, _worker: &WorkerId, _now: Timestamp, _limits: &Limits) -> Result<(), Error> {
+        if let Some(step) = &p.current_step {
+            if !self.steps.contains(step) {
+                return Err(Error::invalid(alloc::format!("step {step} is not a step of pipeline {}", self.pipeline_id)));
+            }
+        }
+        if let Some(b) = p.batch_number {
+            if b < self.batch_number {
+                return Err(Error::CounterRegression { field: "batch_number", current: self.batch_number.into(), proposed: b.into() });
+            }
+            self.batch_number = b;
+        }
+        if p.current_step.is_some() {
+            self.current_step.clone_from(&p.current_step);
+        }
+        Ok(())
+    }
+    fn finish(&mut self, finish: &Finish, _worker: &WorkerId, _now: Timestamp, _limits: &Limits) -> Result<(), Error> {
+        match finish {
+            Finish::Release => Ok(()),
+            _ => Err(Error::invalid("a pipeline document has no status to complete or fail; finish its steps instead")),
+        }
+    }
+}
+
+/// Create the document if it is absent; otherwise leave the stored one as is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Create<D>(pub D);
+
+impl<D: Document> Mutation for Create<D> {
+    type Doc = D;
+    fn create(&self, _ctx: &Context) -> Result<Option<D>, Error> {
+        Ok(Some(self.0.clone()))
+    }
+    fn apply(&self, _key: &str, _doc: &mut D, _ctx: &Context) -> Result<bool, Error> {
+        Ok(false)
+    }
+}
+
+/// Claim a free, released or expired lease (a takeover when expired), with
+/// the epoch one higher. `write_id` is a fresh random number from the caller:
+/// finding it in the stored lease after a lost response means the claim landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim<D> {
+    pub worker_id: WorkerId,
+    pub write_id: u64,
+    #[serde(skip)]
+    _doc: PhantomData<D>,
+}
+
+impl<D> Claim<D> {
+    pub fn new(worker_id: WorkerId, write_id: u64) -> Self {
+        Claim { worker_id, write_id, _doc: PhantomData }
+    }
+}
+
+impl<D: Work> Mutation for Claim<D> {
+    type Doc = D;
+    fn apply(&self, key: &str, doc: &mut D, ctx: &Context) -> Result<bool, Error> {
+        if let Some(l) = doc.lease() {
+            if l.worker_id == self.worker_id && l.last_write == self.write_id {
+                return Ok(false);
+            }
+        }
+        doc.start(ctx.now)?;
+        take(key, doc.lease_mut(), &self.worker_id, self.write_id, ctx.now, &ctx.config.lease)
+        .map(|()| true)
+    }
+}
+
+/// A holder's write: progress (possibly none, which makes it a heartbeat),
+/// optionally ending the work. Every write extends the lease by the ttl,
+/// unless it ends the work or a stop was requested, which releases it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Write<D: Work> {
+    pub holder: Holder,
+    /// A fresh random number per write; see [`Lease::last_write`].
+    pub write_id: u64,
+    #[serde(default)]
+    pub progress: D::Progress,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish: Option<Finish>,
+}
+
+impl<D: Work> Write<D> {
+    pub fn checkpoint(holder: Holder, write_id: u64, progress: D::Progress) -> Self {
+        Write { holder, write_id, progress, finish: None }
+    }
+    pub fn heartbeat(holder: Holder, write_id: u64) -> Self {
+        Write { holder, write_id, progress: D::Progress::default(), finish: None }
+    }
+    pub fn release(holder: Holder, write_id: u64, progress: D::Progress) -> Self {
+        Write { holder, write_id, progress, finish: Some(Finish::Release) }
+    }
+    pub fn complete(holder: Holder, write_id: u64, progress: D::Progress) -> Self {
+        Write { holder, write_id, progress, finish: Some(Finish::Complete) }
+    }
+    pub fn fail(holder: Holder, write_id: u64, progress: D::Progress, error: String, retryable: bool) -> Self {
+        Write { holder, write_id, progress, finish: Some(Finish::Fail { error, retryable }) }
+    }
+}
+
+impl<D: Work> Mutation for Write<D> {
+    type Doc = D;
+    fn apply(&self, key: &str, doc: &mut D, ctx: &Context) -> Result<bool, Error> {
+        if check_holder(key, doc.lease(), &self.holder, self.write_id)? == HolderCheck::Landed {
+            return Ok(false);
+        }
+        let worker = &self.holder.worker_id;
+        doc.record(&self.progress, worker, ctx.now, &ctx.config.limits)?;
+        let stop_requested = doc.lease().is_some_and(|l| l.stop_requested.is_some());
+        let finish = self.finish.clone().or(stop_requested.then_some(Finish::Release));
+        if let Some(finish) = &finish {
+            doc.finish(finish, worker, ctx.now, &ctx.config.limits)?;
+        }
+        let lease = doc.lease_mut().as_mut().expect("check_holder found our lease");
+        lease.last_write = self.write_id;
+        if finish.is_some() {
+            lease.released_at = Some(ctx.now);
+        } else {
+            lease.expires_at = ctx.now.plus(ctx.config.lease.ttl);
+        }
+        Ok(true)
+    }
+}
+
+/// Ask `worker_id` to release the document and stop. Its next write sees
+/// the request and releases; nothing is written when it does not hold the
+/// lease (or was already asked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestStop<D> {
+    pub worker_id: WorkerId,
+    pub requested_by: WorkerId,
+    #[serde(skip)]
+    _doc: PhantomData<D>,
+}
+
+impl<D> RequestStop<D> {
+    pub fn new(worker_id: WorkerId, requested_by: WorkerId) -> Self {
+        RequestStop { worker_id, requested_by, _doc: PhantomData }
+    }
+}
+
+impl<D: Document> Mutation for RequestStop<D> {
+    type Doc = D;
+    fn apply(&self, _key: &str, doc: &mut D, ctx: &Context) -> Result<bool, Error> {
+        match doc.lease_mut() {
+            Some(l) if l.worker_id == self.worker_id && l.released_at.is_none() && l.stop_requested.is_none() => {
+                l.stop_requested = Some(StopRequest { requested_by: self.requested_by.clone(), requested_at: ctx.now });
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+fn ensure_unheld(key: &str, lease: Option<&Lease>, now: Timestamp, config: &LeaseConfig) -> Result<(), Error> {
+    match (LeaseStatus::of(lease, now, config), lease) {
+        (LeaseStatus::Held { expires_at }, Some(l)) => Err(Error::LeaseHeld { key: key.into(), holder: l.worker_id.clone(), epoch: l.epoch, expires_at }),
+        _ => Ok(()),
+    }
+}
+
+/// The operator's changes to a partition that nobody holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operator {
+    /// Pending, Failed or abandoned Running → Paused; claims are refused until resumed.
+    Pause,
+    /// Paused → Pending.
+    Resume,
+    /// Statuses reset for run `run_id`; bookmarks kept.
+    NewRun { run_id: RunId },
+}
+
+impl Mutation for Operator {
+    type Doc = PartitionDoc;
+    fn apply(&self, key: &str, doc: &mut PartitionDoc, ctx: &Context) -> Result<bool, Error> {
+        match self {
+            Operator::Pause => {
+                ensure_unheld(key, doc.lease.as_ref(), ctx.now, &ctx.config.lease)?;
+                doc.pause()
+            }
+            Operator::Resume => doc.resume(),
+            Operator::NewRun { run_id } => {
+                ensure_unheld(key, doc.lease.as_ref(), ctx.now, &ctx.config.lease)?;
+                Ok(doc.new_run(run_id))
+            }
+        }
+    }
+}
+
+/// Start a new run on the pipeline document: new run id, first step current.
+/// Idempotent per run id. Its partitions are reset with [`Operator::NewRun`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewPipelineRun {
+    pub run_id: RunId,
+}
+
+impl Mutation for NewPipelineRun {
+    type Doc = PipelineDoc;
+    fn apply(&self, _key: &str, doc: &mut PipelineDoc, _ctx: &Context) -> Result<bool, Error> {
+        if doc.run_id == self.run_id {
+            return Ok(false);
+        }
+        doc.run_id = self.run_id.clone();
+        doc.current_step = doc.steps.first().cloned();
+        Ok(true)
+    }
+}

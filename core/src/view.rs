@@ -1,0 +1,245 @@
+//! The aggregated view: what the seeds called `PipelineState`, computed from
+//! the pipeline document and its partition documents. Dashboards, the CLI's
+//! `state show` and orchestrators read this.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::Serialize;
+
+use crate::doc::{ErrorRecord, PartitionDoc, PipelineDoc, StatusKind, StepStatus};
+use crate::error::Error;
+use crate::id::{PartitionId, PipelineId, RunId, StepId, WorkerId};
+use crate::lease::{Lease, LeaseConfig, LeaseStatus};
+use crate::time::Timestamp;
+
+/// A pipeline at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PipelineState {
+    pub pipeline_id: PipelineId,
+    pub run_id: RunId,
+    pub current_step: Option<StepId>,
+    pub batch_number: u64,
+    pub version: u64,
+    pub updated_at: Timestamp,
+    pub lease: Option<LeaseView>,
+    /// Aggregated over steps.
+    pub status: StatusKind,
+    pub records_processed: u64,
+    pub records_failed: u64,
+    pub bytes_processed: u64,
+    pub total_errors: u64,
+    /// Steps in pipeline order; steps that have partitions but are not in
+    /// the plan come last.
+    pub steps: Vec<StepState>,
+    /// The most recent errors across partitions, newest first.
+    pub recent_errors: Vec<StepError>,
+}
+
+/// A step: its partitions and their sums.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepState {
+    pub step_id: StepId,
+    /// Failed if any partition failed; else Running if any runs or only some
+    /// completed; else Paused if any is paused; Completed when all are.
+    pub status: StatusKind,
+    pub records_processed: u64,
+    pub records_failed: u64,
+    pub bytes_processed: u64,
+    pub processing_time_ms: u64,
+    pub total_errors: u64,
+    pub partitions: Vec<PartitionState>,
+}
+
+/// One partition as a dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionState {
+    pub partition: String,
+    pub shard: Option<u32>,
+    pub status: StepStatus,
+    /// False when the partition still carries an older run's state; its
+    /// status then counts as Pending.
+    pub current_run: bool,
+    pub lease: Option<LeaseView>,
+    pub worker_id: Option<WorkerId>,
+    pub last_processed_id: Option<String>,
+    pub last_processed_at: Option<Timestamp>,
+    pub last_heartbeat: Option<Timestamp>,
+    pub batch_number: u64,
+    pub records_processed: u64,
+    pub records_failed: u64,
+    pub bytes_processed: u64,
+    pub attempts: u32,
+    pub total_errors: u64,
+    pub extra: BTreeMap<String, String>,
+    pub version: u64,
+    pub updated_at: Timestamp,
+}
+
+/// A lease and how it looks at the view's moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseView {
+    pub worker_id: WorkerId,
+    pub epoch: u64,
+    pub acquired_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub status: LeaseStatus,
+    /// Held past `expires_at` but not yet claimable, or expired without a
+    /// release: the holder looks dead.
+    pub stale: bool,
+    pub stop_requested: bool,
+}
+
+impl LeaseView {
+    pub fn of(lease: &Lease, now: Timestamp, config: &LeaseConfig) -> Self {
+        let status = LeaseStatus::of(Some(lease), now, config);
+        LeaseView {
+            worker_id: lease.worker_id.clone(),
+            epoch: lease.epoch,
+            acquired_at: lease.acquired_at,
+            expires_at: lease.expires_at,
+            stale: lease.released_at.is_none() && now > lease.expires_at,
+            stop_requested: lease.stop_requested.is_some(),
+            status,
+        }
+    }
+}
+
+/// An error record with the partition it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepError {
+    pub step_id: StepId,
+    pub partition: String,
+    #[serde(flatten)]
+    pub record: ErrorRecord,
+}
+
+/// Combines statuses by the rule on [`StepState::status`].
+fn combine(kinds: impl Iterator<Item = StatusKind>) -> StatusKind {
+    let (mut any, mut failed, mut running, mut paused, mut completed, mut all_completed) = (false, false, false, false, false, true);
+    for k in kinds {
+        any = true;
+        failed |= k == StatusKind::Failed;
+        running |= k == StatusKind::Running;
+        paused |= k == StatusKind::Paused;
+        completed |= k == StatusKind::Completed;
+        all_completed &= k == StatusKind::Completed;
+    }
+    match () {
+        _ if !any => StatusKind::Pending,
+        _ if failed => StatusKind::Failed,
+        _ if running || (completed && !all_completed && !paused) => StatusKind::Running,
+        _ if paused => StatusKind::Paused,
+        _ if all_completed => StatusKind::Completed,
+        _ => StatusKind::Pending,
+    }
+}
+
+/// Builds the view. Partition documents of another pipeline are refused;
+/// `recent_errors` keeps the newest `keep_errors` records.
+pub fn aggregate(pipeline: &PipelineDoc, partitions: &[PartitionDoc], now: Timestamp, config: &LeaseConfig, keep_errors: usize) -> Result<PipelineState, Error> {
+    let mut by_step: BTreeMap<&StepId, Vec<&PartitionDoc>> = BTreeMap::new();
+    for p in partitions {
+        if p.pipeline_id != pipeline.pipeline_id {
+            return Err(Error::invalid(alloc::format!("partition {} belongs to pipeline {}, not {}", p.partition_id(), p.pipeline_id, pipeline.pipeline_id)));
+        }
+        by_step.entry(&p.step_id).or_default().push(p);
+    }
+    let mut order: Vec<&StepId> = pipeline.steps.iter().collect();
+    order.extend(by_step.keys().copied().filter(|s| !pipeline.steps.contains(s)));
+
+    let mut steps = Vec::with_capacity(order.len());
+    let mut errors: Vec<StepError> = Vec::new();
+    for step_id in order {
+        let mut parts: Vec<&PartitionDoc> = by_step.remove(step_id).unwrap_or_default();
+        parts.sort_by_key(|p| p.shard);
+        let mut step = StepState {
+            step_id: step_id.clone(),
+            status: StatusKind::Pending,
+            records_processed: 0,
+            records_failed: 0,
+            bytes_processed: 0,
+            processing_time_ms: 0,
+            total_errors: 0,
+            partitions: Vec::with_capacity(parts.len()),
+        };
+        for p in parts {
+            let current_run = p.run_id == pipeline.run_id;
+            let name = PartitionId { step_id: p.step_id.clone(), shard: p.shard }.to_string();
+            if current_run {
+                step.records_processed += p.records_processed;
+                step.records_failed += p.records_failed;
+                step.bytes_processed += p.bytes_processed;
+                step.processing_time_ms += p.processing_time_ms;
+            }
+            step.total_errors += p.errors.total;
+            errors.extend(p.errors.recent.iter().map(|r| StepError { step_id: p.step_id.clone(), partition: name.clone(), record: r.clone() }));
+            step.partitions.push(PartitionState {
+                partition: name,
+                shard: p.shard,
+                status: p.status.clone(),
+                current_run,
+                lease: p.lease.as_ref().map(|l| LeaseView::of(l, now, config)),
+                worker_id: p.worker_id.clone(),
+                last_processed_id: p.last_processed_id.clone(),
+                last_processed_at: p.last_processed_at,
+                last_heartbeat: p.last_heartbeat,
+                batch_number: p.batch_number,
+                records_processed: p.records_processed,
+                records_failed: p.records_failed,
+                bytes_processed: p.bytes_processed,
+                attempts: p.attempts,
+                total_errors: p.errors.total,
+                extra: p.extra.clone(),
+                version: p.version,
+                updated_at: p.updated_at,
+            });
+        }
+        step.status = combine(step.partitions.iter().map(|p| if p.current_run { p.status.kind() } else { StatusKind::Pending }));
+        steps.push(step);
+    }
+    errors.sort_by(|a, b| b.record.at.cmp(&a.record.at));
+    errors.truncate(keep_errors);
+
+    Ok(PipelineState {
+        pipeline_id: pipeline.pipeline_id.clone(),
+        run_id: pipeline.run_id.clone(),
+        current_step: pipeline.current_step.clone(),
+        batch_number: pipeline.batch_number,
+        version: pipeline.version,
+        updated_at: pipeline.updated_at,
+        lease: pipeline.lease.as_ref().map(|l| LeaseView::of(l, now, config)),
+        status: combine(steps.iter().map(|s| s.status)),
+        records_processed: steps.iter().map(|s| s.records_processed).sum(),
+        records_failed: steps.iter().map(|s| s.records_failed).sum(),
+        bytes_processed: steps.iter().map(|s| s.bytes_processed).sum(),
+        total_errors: steps.iter().map(|s| s.total_errors).sum(),
+        steps,
+        recent_errors: errors,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use StatusKind::*;
+
+    #[test]
+    fn combine_follows_the_documented_rule() {
+        let cases: &[(&[StatusKind], StatusKind)] = &[
+            (&[], Pending),
+            (&[Pending, Pending], Pending),
+            (&[Completed, Completed], Completed),
+            (&[Completed, Pending], Running),
+            (&[Completed, Running], Running),
+            (&[Running, Failed, Completed], Failed),
+            (&[Paused, Pending], Paused),
+            (&[Paused, Running], Running),
+            (&[Paused, Completed], Paused),
+        ];
+        for (kinds, want) in cases {
+            assert_eq!(combine(kinds.iter().copied()), *want, "{kinds:?}");
+        }
+    }
+}
