@@ -89,6 +89,7 @@ pub mod ops;
 pub mod protocol;
 pub mod step;
 pub mod time;
+pub mod vectors;
 pub mod view;
 
 pub use doc::{Document, ErrorLog, ErrorRecord, Limits, PartitionDoc, PipelineDoc, StatusKind, StepStatus, FORMAT_VERSION};
