@@ -82,13 +82,13 @@ fn verify_checksum(bytes: &[u8]) -> Result<(), String> {
     let Some(hex) = suffix.strip_prefix(CHECKSUM_PREFIX) else {
         return Err("truncated: no checksum at the end".into());
     };
-    let stored = core::str::from_utf8(&hex[..8]).ok().and_then(|s| u32::from_str_radix(s, 16).ok()).ok_or_else(|| String::from("checksum is not 8 hex digits"))?;
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(body);
     hasher.update(b"}");
-    let actual = hasher.finalize();
-    if actual != stored {
-        return Err(alloc::format!("checksum mismatch: stored {}, computed {}", hex8(stored), hex8(actual)));
+    let computed = hex8(hasher.finalize());
+    // Compared as text: the encoder writes exactly 8 lowercase hex digits.
+    if &hex[..8] != computed.as_bytes() {
+        return Err(alloc::format!("checksum mismatch: stored {:?}, computed {computed}", String::from_utf8_lossy(&hex[..8])));
     }
     Ok(())
 }
