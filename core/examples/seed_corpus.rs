@@ -10,8 +10,22 @@ fn main() {
     let p = PipelineId::new("fuzz").unwrap();
     let mut doc = PartitionDoc::new(p.clone(), PartitionId::shard(StepId::new("s").unwrap(), 3), RunId::new("r").unwrap(), t(1));
     doc.start(t(2)).unwrap();
-    doc.lease = Some(Lease { worker_id: w.clone(), epoch: 2, acquired_at: t(2), expires_at: t(30_002), released_at: None, last_write: 9, stop_requested: None });
-    let mut progress = Progress { last_processed_id: Some("id-1".into()), batch_number: Some(1), add_records: 10, errors: vec!["oops".into()], ..Progress::default() };
+    doc.lease = Some(Lease {
+        worker_id: w.clone(),
+        epoch: 2,
+        acquired_at: t(2),
+        expires_at: t(30_002),
+        released_at: None,
+        last_write: 9,
+        stop_requested: None,
+    });
+    let mut progress = Progress {
+        last_processed_id: Some("id-1".into()),
+        batch_number: Some(1),
+        add_records: 10,
+        errors: vec!["oops".into()],
+        ..Progress::default()
+    };
     progress.extra.insert("k".into(), "v".into());
     doc.record(&progress, &w, t(3), &limits).unwrap();
     doc.stamp(t(3));

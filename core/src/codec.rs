@@ -64,7 +64,11 @@ pub fn migrate(_value: &mut serde_json::Value, from: u64) -> Result<(), String> 
 /// Reads `format_version` from its canonical place at the start.
 fn read_format_version(bytes: &[u8]) -> Result<u64, String> {
     let Some(rest) = bytes.strip_prefix(HEADER) else {
-        return Err(if bytes.is_empty() { "empty object".into() } else { "does not start with {\"format_version\": (not an oxiflow document, or not canonical)".into() });
+        return Err(if bytes.is_empty() {
+            "empty object".into()
+        } else {
+            "does not start with {\"format_version\": (not an oxiflow document, or not canonical)".into()
+        });
     };
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 19 || rest.get(digits) != Some(&b',') {
@@ -105,7 +109,12 @@ mod tests {
     use crate::time::Timestamp;
 
     fn doc() -> PartitionDoc {
-        let mut d = PartitionDoc::new(PipelineId::new("p").unwrap(), PartitionId::shard(StepId::new("load").unwrap(), 2), RunId::new("r1").unwrap(), Timestamp::from_millis(5));
+        let mut d = PartitionDoc::new(
+            PipelineId::new("p").unwrap(),
+            PartitionId::shard(StepId::new("load").unwrap(), 2),
+            RunId::new("r1").unwrap(),
+            Timestamp::from_millis(5),
+        );
         d.version = 1;
         d
     }
@@ -148,7 +157,8 @@ mod tests {
     #[test]
     fn future_format_is_refused_by_name() {
         let limits = Limits::default();
-        let text = String::from_utf8(encode(KEY, &doc(), &limits).unwrap()).unwrap().replacen("\"format_version\":1", "\"format_version\":7", 1);
+        let text =
+            String::from_utf8(encode(KEY, &doc(), &limits).unwrap()).unwrap().replacen("\"format_version\":1", "\"format_version\":7", 1);
         let err = decode::<PartitionDoc>(KEY, text.as_bytes(), &limits).unwrap_err();
         assert_eq!(err, Error::UnsupportedFormat { key: KEY.into(), found: 7, supported: 1 });
         assert!(err.to_string().contains("upgrade oxiflow"));
@@ -199,7 +209,8 @@ mod tests {
         // Re-seal with a correct checksum so only the id is wrong.
         let end = body.len() - CHECKSUM_SUFFIX_LEN;
         let unsealed = alloc::format!("{}}}", &body[..end]);
-        let resealed = alloc::format!("{},\"checksum\":\"{}\"}}", &unsealed[..unsealed.len() - 1], hex8(crc32fast::hash(unsealed.as_bytes())));
+        let resealed =
+            alloc::format!("{},\"checksum\":\"{}\"}}", &unsealed[..unsealed.len() - 1], hex8(crc32fast::hash(unsealed.as_bytes())));
         let err = decode::<PartitionDoc>(KEY, resealed.as_bytes(), &limits).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }) && err.to_string().contains("'..'"), "{err}");
     }

@@ -192,11 +192,9 @@ impl PartitionId {
         match s.split_once('@') {
             None => Ok(PartitionId::step(StepId::new(s)?)),
             Some((step, shard)) => {
-                let shard = shard
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| n.to_string() == shard)
-                    .ok_or_else(|| Error::InvalidInput { reason: alloc::format!("shard in {:?} must be a decimal number without leading zeros", quote_rejected(s)) })?;
+                let shard = shard.parse::<u32>().ok().filter(|n| n.to_string() == shard).ok_or_else(|| Error::InvalidInput {
+                    reason: alloc::format!("shard in {:?} must be a decimal number without leading zeros", quote_rejected(s)),
+                })?;
                 Ok(PartitionId::shard(StepId::new(step)?, shard))
             }
         }
@@ -243,7 +241,7 @@ mod tests {
             ("-rf", IdRule::LeadingPunctuation),
             ("a b", IdRule::Charset),
             ("step@1", IdRule::Charset),
-            ("ехtract", IdRule::Charset), // Cyrillic lookalikes
+            ("ехtract", IdRule::Charset),    // Cyrillic lookalikes
             ("a\u{200b}b", IdRule::Charset), // zero-width space
         ];
         for (value, rule) in cases {

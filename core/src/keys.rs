@@ -68,7 +68,16 @@ mod tests {
 
     #[test]
     fn foreign_and_hostile_keys_are_refused() {
-        for bad in ["", "other/x", "pipelines/", "pipelines/p", "pipelines/p/x.json", "pipelines/p/partitions/a.txt", "pipelines/../pipeline.json", "pipelines/p/partitions/a/b.json"] {
+        for bad in [
+            "",
+            "other/x",
+            "pipelines/",
+            "pipelines/p",
+            "pipelines/p/x.json",
+            "pipelines/p/partitions/a.txt",
+            "pipelines/../pipeline.json",
+            "pipelines/p/partitions/a/b.json",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }

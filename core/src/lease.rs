@@ -165,7 +165,8 @@ pub(crate) fn check_holder(key: &str, lease: Option<&Lease>, holder: &Holder, wr
             key: key.into(),
             reason: alloc::format!(
                 "another process wrote under worker {} epoch {}; a worker id must not be shared by processes running at once",
-                holder.worker_id, holder.epoch
+                holder.worker_id,
+                holder.epoch
             ),
         });
     }
@@ -175,7 +176,14 @@ pub(crate) fn check_holder(key: &str, lease: Option<&Lease>, holder: &Holder, wr
 /// Takes the lease for `worker_id` if it is claimable at `now`, with epoch
 /// one past the stored one. A worker may re-claim its own valid lease (a
 /// restarted process): that too bumps the epoch and fences the old process.
-pub(crate) fn take(key: &str, lease: &mut Option<Lease>, worker_id: &WorkerId, write_id: u64, now: Timestamp, config: &LeaseConfig) -> Result<(), Error> {
+pub(crate) fn take(
+    key: &str,
+    lease: &mut Option<Lease>,
+    worker_id: &WorkerId,
+    write_id: u64,
+    now: Timestamp,
+    config: &LeaseConfig,
+) -> Result<(), Error> {
     let status = LeaseStatus::of(lease.as_ref(), now, config);
     if let (LeaseStatus::Held { expires_at }, Some(l)) = (status, lease.as_ref()) {
         if &l.worker_id != worker_id {

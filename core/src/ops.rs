@@ -122,8 +122,7 @@ impl<D: Work> Mutation for Claim<D> {
             }
         }
         doc.start(ctx.now)?;
-        take(key, doc.lease_mut(), &self.worker_id, self.write_id, ctx.now, &ctx.config.lease)
-        .map(|()| true)
+        take(key, doc.lease_mut(), &self.worker_id, self.write_id, ctx.now, &ctx.config.lease).map(|()| true)
     }
 }
 
@@ -216,7 +215,9 @@ impl<D: Document> Mutation for RequestStop<D> {
 
 fn ensure_unheld(key: &str, lease: Option<&Lease>, now: Timestamp, config: &LeaseConfig) -> Result<(), Error> {
     match (LeaseStatus::of(lease, now, config), lease) {
-        (LeaseStatus::Held { expires_at }, Some(l)) => Err(Error::LeaseHeld { key: key.into(), holder: l.worker_id.clone(), epoch: l.epoch, expires_at }),
+        (LeaseStatus::Held { expires_at }, Some(l)) => {
+            Err(Error::LeaseHeld { key: key.into(), holder: l.worker_id.clone(), epoch: l.epoch, expires_at })
+        }
         _ => Ok(()),
     }
 }

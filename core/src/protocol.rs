@@ -71,7 +71,9 @@ pub enum Response {
     Precondition,
     /// A transient failure: timeout, connection reset, 5xx, 503 SlowDown, 409
     /// ConditionalRequestConflict. A write may or may not have landed.
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
 }
 
 /// How hard to try. Conflicts re-read at once; transient failures back off
@@ -91,7 +93,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_transient_failures: 6, max_conflicts: 32, base_delay: Duration::from_millis(50), max_delay: Duration::from_secs(5) }
+        RetryPolicy {
+            max_transient_failures: 6,
+            max_conflicts: 32,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_secs(5),
+        }
     }
 }
 
@@ -196,7 +203,17 @@ pub struct Update<M: Mutation> {
 impl<M: Mutation> Update<M> {
     /// An operation that starts by reading the document.
     pub fn new(key: impl Into<String>, mutation: M, config: Config) -> Self {
-        Update { key: key.into(), mutation, config, stored: Stored::Unknown, pending: None, awaiting: Awaiting::Start, transient_failures: 0, conflicts: 0, requests: 0 }
+        Update {
+            key: key.into(),
+            mutation,
+            config,
+            stored: Stored::Unknown,
+            pending: None,
+            awaiting: Awaiting::Start,
+            transient_failures: 0,
+            conflicts: 0,
+            requests: 0,
+        }
     }
 
     /// An operation that starts from a cached document and its version, so
@@ -207,6 +224,13 @@ impl<M: Mutation> Update<M> {
 
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The change being driven; after an [`Error::Unavailable`] or
+    /// [`Error::Conflict`] outcome, drive it again (same write id) to learn
+    /// whether it landed.
+    pub fn mutation(&self) -> &M {
+        &self.mutation
     }
 
     /// The first action.
@@ -220,13 +244,15 @@ impl<M: Mutation> Update<M> {
     /// Feeds the store's answer to the last [`Action::Send`].
     pub fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> Action<M::Doc> {
         match (self.awaiting, response) {
-            (Awaiting::Get, Response::Object(Some(object))) => match codec::decode::<M::Doc>(&self.key, &object.body, &self.config.limits) {
-                Ok(doc) => {
-                    self.stored = Stored::Present(doc, object.version);
-                    self.proceed(now)
+            (Awaiting::Get, Response::Object(Some(object))) => {
+                match codec::decode::<M::Doc>(&self.key, &object.body, &self.config.limits) {
+                    Ok(doc) => {
+                        self.stored = Stored::Present(doc, object.version);
+                        self.proceed(now)
+                    }
+                    Err(e) => self.finish(Err(e)),
                 }
-                Err(e) => self.finish(Err(e)),
-            },
+            }
             (Awaiting::Get, Response::Object(None)) => {
                 self.stored = Stored::Absent;
                 self.proceed(now)

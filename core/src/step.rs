@@ -107,7 +107,11 @@ impl PartitionDoc {
         }
         if let (Some(new), Some(old)) = (p.last_processed_at, self.last_processed_at) {
             if new < old {
-                return Err(Error::CounterRegression { field: "last_processed_at", current: old.as_millis().into(), proposed: new.as_millis().into() });
+                return Err(Error::CounterRegression {
+                    field: "last_processed_at",
+                    current: old.as_millis().into(),
+                    proposed: new.as_millis().into(),
+                });
             }
         }
         if let Some(id) = &p.last_processed_id {
@@ -265,7 +269,8 @@ mod tests {
     fn transition_table() {
         use StatusKind::*;
         let limits = Limits::default();
-        let actions: [(&str, fn(&mut PartitionDoc) -> Result<(), Error>); 7] = [
+        type Act = fn(&mut PartitionDoc) -> Result<(), Error>;
+        let actions: [(&str, Act); 7] = [
             ("claim", |d| d.start(at(5))),
             ("progress", |d| d.record(&Progress { add_records: 1, ..Progress::default() }, &w(), at(5), &Limits::default())),
             ("release", |d| d.finish(&Finish::Release, &w(), at(5), &Limits::default())),
@@ -339,7 +344,13 @@ mod tests {
     fn new_run_resets_status_and_counters_but_keeps_the_bookmark() {
         let mut d = doc();
         d.start(at(1)).unwrap();
-        let p = Progress { last_processed_id: Some("id-42".into()), batch_number: Some(7), add_records: 10, add_bytes: 99, ..Progress::default() };
+        let p = Progress {
+            last_processed_id: Some("id-42".into()),
+            batch_number: Some(7),
+            add_records: 10,
+            add_bytes: 99,
+            ..Progress::default()
+        };
         d.record(&p, &w(), at(2), &Limits::default()).unwrap();
         d.finish(&Finish::Complete, &w(), at(3), &Limits::default()).unwrap();
         assert!(d.new_run(&RunId::new("r2").unwrap()));
@@ -354,11 +365,20 @@ mod tests {
     fn counters_may_not_go_backwards_and_nothing_changes_on_refusal() {
         let mut d = doc();
         d.start(at(1)).unwrap();
-        d.record(&Progress { batch_number: Some(5), last_processed_at: Some(at(100)), ..Progress::default() }, &w(), at(2), &Limits::default()).unwrap();
+        d.record(
+            &Progress { batch_number: Some(5), last_processed_at: Some(at(100)), ..Progress::default() },
+            &w(),
+            at(2),
+            &Limits::default(),
+        )
+        .unwrap();
         let before = d.clone();
-        let err = d.record(&Progress { batch_number: Some(4), add_records: 3, ..Progress::default() }, &w(), at(3), &Limits::default()).unwrap_err();
+        let err = d
+            .record(&Progress { batch_number: Some(4), add_records: 3, ..Progress::default() }, &w(), at(3), &Limits::default())
+            .unwrap_err();
         assert_eq!(err, Error::CounterRegression { field: "batch_number", current: 5, proposed: 4 });
-        let err = d.record(&Progress { last_processed_at: Some(at(99)), ..Progress::default() }, &w(), at(3), &Limits::default()).unwrap_err();
+        let err =
+            d.record(&Progress { last_processed_at: Some(at(99)), ..Progress::default() }, &w(), at(3), &Limits::default()).unwrap_err();
         assert!(matches!(err, Error::CounterRegression { field: "last_processed_at", .. }));
         d.records_processed = u64::MAX;
         let before_overflow = d.clone();

@@ -98,16 +98,24 @@ pub enum Respond {
     Object(Option<StoredDoc>),
     /// Raw bytes as a string, for corrupt objects.
     Raw(String),
-    Written { e_tag: String },
+    Written {
+        e_tag: String,
+    },
     AlreadyExists {},
     Precondition {},
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    Ok { wrote: bool, requests: u32, doc: Map<String, Value> },
+    Ok {
+        wrote: bool,
+        requests: u32,
+        doc: Map<String, Value>,
+    },
     /// Fields of the serialized [`crate::Error`], `error` naming the variant.
     Error(Map<String, Value>),
 }
@@ -183,7 +191,8 @@ fn response(file: &VectorFile, r: &Respond, config: &Config) -> Result<Response,
 
 fn check_action(key: &str, action: &Action<PartitionDoc>, expect: &Expect, config: &Config) -> Result<(), String> {
     let body_doc = |body: &[u8]| -> Result<Value, String> {
-        let doc: PartitionDoc = codec::decode(key, body, &config.limits).map_err(|e| alloc::format!("driver wrote an undecodable body: {e}"))?;
+        let doc: PartitionDoc =
+            codec::decode(key, body, &config.limits).map_err(|e| alloc::format!("driver wrote an undecodable body: {e}"))?;
         serde_json::to_value(doc).map_err(|e| e.to_string())
     };
     match (action, expect) {
@@ -224,11 +233,17 @@ fn check_outcome(result: Result<Committed<PartitionDoc>, crate::Error>, outcome:
     match (result, outcome) {
         (Ok(c), Outcome::Ok { wrote, requests, doc }) => {
             if c.wrote != *wrote || c.requests != *requests {
-                return Err(alloc::format!("outcome wrote={} requests={}, expected wrote={wrote} requests={requests}", c.wrote, c.requests));
+                return Err(alloc::format!(
+                    "outcome wrote={} requests={}, expected wrote={wrote} requests={requests}",
+                    c.wrote,
+                    c.requests
+                ));
             }
             subset(doc, &serde_json::to_value(&c.doc).map_err(|e| e.to_string())?)
         }
-        (Err(e), Outcome::Error(fields)) => subset(fields, &serde_json::to_value(&e).map_err(|e| e.to_string())?).map_err(|m| alloc::format!("error {e}: {m}")),
+        (Err(e), Outcome::Error(fields)) => {
+            subset(fields, &serde_json::to_value(&e).map_err(|e| e.to_string())?).map_err(|m| alloc::format!("error {e}: {m}"))
+        }
         (result, outcome) => Err(alloc::format!("outcome {result:?}, expected {outcome:?}")),
     }
 }

@@ -138,11 +138,22 @@ fn combine(kinds: impl Iterator<Item = StatusKind>) -> StatusKind {
 
 /// Builds the view. Partition documents of another pipeline are refused;
 /// `recent_errors` keeps the newest `keep_errors` records.
-pub fn aggregate(pipeline: &PipelineDoc, partitions: &[PartitionDoc], now: Timestamp, config: &LeaseConfig, keep_errors: usize) -> Result<PipelineState, Error> {
+pub fn aggregate(
+    pipeline: &PipelineDoc,
+    partitions: &[PartitionDoc],
+    now: Timestamp,
+    config: &LeaseConfig,
+    keep_errors: usize,
+) -> Result<PipelineState, Error> {
     let mut by_step: BTreeMap<&StepId, Vec<&PartitionDoc>> = BTreeMap::new();
     for p in partitions {
         if p.pipeline_id != pipeline.pipeline_id {
-            return Err(Error::invalid(alloc::format!("partition {} belongs to pipeline {}, not {}", p.partition_id(), p.pipeline_id, pipeline.pipeline_id)));
+            return Err(Error::invalid(alloc::format!(
+                "partition {} belongs to pipeline {}, not {}",
+                p.partition_id(),
+                p.pipeline_id,
+                pipeline.pipeline_id
+            )));
         }
         by_step.entry(&p.step_id).or_default().push(p);
     }
@@ -174,7 +185,11 @@ pub fn aggregate(pipeline: &PipelineDoc, partitions: &[PartitionDoc], now: Times
                 step.processing_time_ms += p.processing_time_ms;
             }
             step.total_errors += p.errors.total;
-            errors.extend(p.errors.recent.iter().map(|r| StepError { step_id: p.step_id.clone(), partition: name.clone(), record: r.clone() }));
+            errors.extend(p.errors.recent.iter().map(|r| StepError {
+                step_id: p.step_id.clone(),
+                partition: name.clone(),
+                record: r.clone(),
+            }));
             step.partitions.push(PartitionState {
                 partition: name,
                 shard: p.shard,
@@ -199,7 +214,7 @@ pub fn aggregate(pipeline: &PipelineDoc, partitions: &[PartitionDoc], now: Times
         step.status = combine(step.partitions.iter().map(|p| if p.current_run { p.status.kind() } else { StatusKind::Pending }));
         steps.push(step);
     }
-    errors.sort_by(|a, b| b.record.at.cmp(&a.record.at));
+    errors.sort_by_key(|e| core::cmp::Reverse(e.record.at));
     errors.truncate(keep_errors);
 
     Ok(PipelineState {

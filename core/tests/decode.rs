@@ -10,7 +10,10 @@ fn arb_doc() -> impl Strategy<Value = PartitionDoc> {
     (
         "[a-z][a-z0-9_-]{0,20}",
         prop::option::of(0u32..64),
-        prop::collection::vec((0u64..1_000_000, 0u64..10, prop::option::of("[ -~]{0,40}"), prop::collection::vec("\\PC{0,30}", 0..3)), 0..8),
+        prop::collection::vec(
+            (0u64..1_000_000, 0u64..10, prop::option::of("[ -~]{0,40}"), prop::collection::vec("\\PC{0,30}", 0..3)),
+            0..8,
+        ),
         prop::collection::btree_map("[a-z]{1,8}", "\\PC{0,20}", 0..5),
         0u8..3,
     )
@@ -24,14 +27,23 @@ fn arb_doc() -> impl Strategy<Value = PartitionDoc> {
             let limits = Limits::default();
             doc.start(Timestamp::from_millis(2)).unwrap();
             for (i, (records, failed, id, errors)) in batches.into_iter().enumerate() {
-                let p = Progress { add_records: records, add_failed: failed, last_processed_id: id, batch_number: Some(i as u64), errors, ..Progress::default() };
+                let p = Progress {
+                    add_records: records,
+                    add_failed: failed,
+                    last_processed_id: id,
+                    batch_number: Some(i as u64),
+                    errors,
+                    ..Progress::default()
+                };
                 doc.record(&p, &w, Timestamp::from_millis(10 + i as i64), &limits).unwrap();
             }
             doc.record(&Progress { extra, ..Progress::default() }, &w, Timestamp::from_millis(100), &limits).unwrap();
             match ending {
                 0 => {}
                 1 => doc.finish(&Finish::Complete, &w, Timestamp::from_millis(200), &limits).unwrap(),
-                _ => doc.finish(&Finish::Fail { error: "x\u{0}y\"z".into(), retryable: false }, &w, Timestamp::from_millis(200), &limits).unwrap(),
+                _ => doc
+                    .finish(&Finish::Fail { error: "x\u{0}y\"z".into(), retryable: false }, &w, Timestamp::from_millis(200), &limits)
+                    .unwrap(),
             }
             doc.stamp(Timestamp::from_millis(300));
             doc
@@ -74,7 +86,12 @@ proptest! {
 
 #[test]
 fn checksum_digits_are_compared_exactly() {
-    let doc = PartitionDoc::new(PipelineId::new("p").unwrap(), PartitionId::step(StepId::new("s").unwrap()), RunId::new("r").unwrap(), Timestamp::from_millis(1));
+    let doc = PartitionDoc::new(
+        PipelineId::new("p").unwrap(),
+        PartitionId::step(StepId::new("s").unwrap()),
+        RunId::new("r").unwrap(),
+        Timestamp::from_millis(1),
+    );
     let mut doc = doc;
     doc.stamp(Timestamp::from_millis(2));
     let text = String::from_utf8(codec::encode(KEY, &doc, &Limits::default()).unwrap()).unwrap();

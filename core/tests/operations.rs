@@ -79,24 +79,36 @@ fn pipeline_document_has_its_own_lease_and_progress() {
     let mut store = Store::default();
     let config = Config::default();
     let key = keys::pipeline_doc(&p);
-    let doc = PipelineDoc::new(p.clone(), RunId::new("run-1").unwrap(), vec![extract.clone(), load.clone()], Timestamp::from_millis(0)).unwrap();
+    let doc =
+        PipelineDoc::new(p.clone(), RunId::new("run-1").unwrap(), vec![extract.clone(), load.clone()], Timestamp::from_millis(0)).unwrap();
     let created = store.run(Update::new(&key, Create(doc), config), 0).unwrap();
     assert_eq!((created.doc.version, created.doc.current_step.as_ref()), (1, Some(&extract)));
 
     let claimed = store.run(Update::new(&key, Claim::<PipelineDoc>::new(w.clone(), 7), config), 10).unwrap();
     let holder = Holder::of(claimed.doc.lease.as_ref().unwrap());
     let progress = PipelineProgress { current_step: Some(load.clone()), batch_number: Some(3) };
-    let saved = store.run(Update::from_cached(&key, Write::checkpoint(holder.clone(), 8, progress), config, claimed.doc.clone(), claimed.version.clone()), 20).unwrap();
+    let saved = store
+        .run(
+            Update::from_cached(&key, Write::checkpoint(holder.clone(), 8, progress), config, claimed.doc.clone(), claimed.version.clone()),
+            20,
+        )
+        .unwrap();
     assert_eq!((saved.requests, saved.doc.current_step.as_ref(), saved.doc.batch_number), (1, Some(&load), 3));
 
     let holder = Holder::of(saved.doc.lease.as_ref().unwrap());
     let back = PipelineProgress { batch_number: Some(2), ..PipelineProgress::default() };
-    let err = store.run(Update::from_cached(&key, Write::checkpoint(holder.clone(), 9, back), config, saved.doc.clone(), saved.version.clone()), 30).unwrap_err();
+    let err = store
+        .run(Update::from_cached(&key, Write::checkpoint(holder.clone(), 9, back), config, saved.doc.clone(), saved.version.clone()), 30)
+        .unwrap_err();
     assert!(matches!(err, Error::CounterRegression { field: "batch_number", .. }), "{err}");
     let unknown = PipelineProgress { current_step: Some(StepId::new("nope").unwrap()), ..PipelineProgress::default() };
-    let err = store.run(Update::from_cached(&key, Write::checkpoint(holder.clone(), 9, unknown), config, saved.doc.clone(), saved.version.clone()), 30).unwrap_err();
+    let err = store
+        .run(Update::from_cached(&key, Write::checkpoint(holder.clone(), 9, unknown), config, saved.doc.clone(), saved.version.clone()), 30)
+        .unwrap_err();
     assert!(err.to_string().contains("not a step of pipeline orders"), "{err}");
-    let err = store.run(Update::from_cached(&key, Write::complete(holder, 9, PipelineProgress::default()), config, saved.doc, saved.version), 30).unwrap_err();
+    let err = store
+        .run(Update::from_cached(&key, Write::complete(holder, 9, PipelineProgress::default()), config, saved.doc, saved.version), 30)
+        .unwrap_err();
     assert!(err.to_string().contains("no status"), "{err}");
 
     let run2 = store.run(Update::new(&key, NewPipelineRun { run_id: RunId::new("run-2").unwrap() }, config), 40).unwrap();
@@ -116,7 +128,16 @@ fn operator_pause_and_resume_round_trip_when_nobody_holds_it() {
     let mut store = Store::default();
     let config = Config::default();
     let key = keys::partition_doc(&p, &PartitionId::step(s.clone()));
-    store.run(Update::new(&key, Create(PartitionDoc::new(p, PartitionId::step(s), RunId::new("r").unwrap(), Timestamp::from_millis(0))), config), 0).unwrap();
+    store
+        .run(
+            Update::new(
+                &key,
+                Create(PartitionDoc::new(p, PartitionId::step(s), RunId::new("r").unwrap(), Timestamp::from_millis(0))),
+                config,
+            ),
+            0,
+        )
+        .unwrap();
     let paused = store.run(Update::new(&key, Operator::Pause, config), 1).unwrap();
     assert_eq!(paused.doc.status, StepStatus::Paused);
     let err = store.run(Update::new(&key, Claim::<PartitionDoc>::new(w.clone(), 1), config), 2).unwrap_err();
@@ -143,7 +164,15 @@ fn aggregate_sums_shards_orders_steps_and_flags_stale_leases() {
     let mut shard0 = PartitionDoc::new(p.clone(), PartitionId::shard(load.clone(), 0), run.clone(), t(0));
     shard0.start(t(1)).unwrap();
     shard0.record(&Progress { add_records: 40, errors: vec!["bad row 7".into()], ..Progress::default() }, &w, t(5), &limits).unwrap();
-    shard0.lease = Some(Lease { worker_id: w.clone(), epoch: 1, acquired_at: t(1), expires_at: t(1000), released_at: None, last_write: 1, stop_requested: None });
+    shard0.lease = Some(Lease {
+        worker_id: w.clone(),
+        epoch: 1,
+        acquired_at: t(1),
+        expires_at: t(1000),
+        released_at: None,
+        last_write: 1,
+        stop_requested: None,
+    });
     let mut shard1 = PartitionDoc::new(p.clone(), PartitionId::shard(load.clone(), 1), RunId::new("run-1").unwrap(), t(0));
     shard1.records_processed = 999; // an older run's count: not summed
     shard1.status = StepStatus::Completed { completed_at: t(0) };

@@ -84,7 +84,9 @@ struct Store {
 impl Store {
     fn apply(&mut self, request: Request) -> Response {
         match request {
-            Request::Get { key } => Response::Object(self.objects.get(&key).map(|(body, tag)| Object { body: body.clone(), version: etag(*tag) })),
+            Request::Get { key } => {
+                Response::Object(self.objects.get(&key).map(|(body, tag)| Object { body: body.clone(), version: etag(*tag) }))
+            }
             Request::PutIfAbsent { key, body } => {
                 if self.objects.contains_key(&key) {
                     return Response::AlreadyExists;
@@ -102,7 +104,12 @@ impl Store {
         let new: PartitionDoc = codec::decode(&key, &body, &Limits::default()).expect("drivers write decodable documents");
         if let Some((old, _)) = self.objects.get(&key) {
             let old: PartitionDoc = codec::decode(&key, old, &Limits::default()).unwrap();
-            assert!(new.records_processed >= old.records_processed, "records went backwards: {} -> {}", old.records_processed, new.records_processed);
+            assert!(
+                new.records_processed >= old.records_processed,
+                "records went backwards: {} -> {}",
+                old.records_processed,
+                new.records_processed
+            );
             assert!(new.version > old.version, "version did not grow");
             if new.lease != old.lease {
                 if let Some(l) = &new.lease {
@@ -127,8 +134,8 @@ fn etag(n: u64) -> Version {
 }
 
 enum Op {
-    Claim(Update<Claim<PartitionDoc>>),
-    Write(Update<Write<PartitionDoc>>, Write<PartitionDoc>),
+    Claim(Box<Update<Claim<PartitionDoc>>>),
+    Write(Box<Update<Write<PartitionDoc>>>),
 }
 
 struct Worker {
@@ -156,12 +163,28 @@ struct Sim {
 impl Sim {
     fn new(skews: &[i64]) -> Self {
         let mut store = Store::default();
-        let doc = PartitionDoc::new(PipelineId::new("sim").unwrap(), PartitionId::step(StepId::new("work").unwrap()), RunId::new("r").unwrap(), Timestamp::from_millis(0));
+        let doc = PartitionDoc::new(
+            PipelineId::new("sim").unwrap(),
+            PartitionId::step(StepId::new("work").unwrap()),
+            RunId::new("r").unwrap(),
+            Timestamp::from_millis(0),
+        );
         let mut create = Update::new(KEY, Create(doc), config());
         let Action::Send(req) = create.start(Timestamp::from_millis(0)) else { panic!() };
         let Action::Send(req) = create.handle(store.apply(req), Timestamp::from_millis(0), 0) else { panic!() };
         store.apply(req);
-        let workers = skews.iter().enumerate().map(|(i, &skew)| Worker { id: WorkerId::new(format!("w{i}")).unwrap(), skew, holding: None, op: None, in_flight: None, sleeping: false }).collect();
+        let workers = skews
+            .iter()
+            .enumerate()
+            .map(|(i, &skew)| Worker {
+                id: WorkerId::new(format!("w{i}")).unwrap(),
+                skew,
+                holding: None,
+                op: None,
+                in_flight: None,
+                sleeping: false,
+            })
+            .collect();
         Sim { now: 1_000, store, workers, next_write_id: 1, deltas: BTreeMap::new(), confirmed: BTreeSet::new(), config: config() }
     }
 
@@ -208,13 +231,13 @@ impl Sim {
             };
             self.with_op(w, |op| match op {
                 Op::Claim(u) => OpAction::Claim(u.handle(response, now, random)),
-                Op::Write(u, _) => OpAction::Write(u.handle(response, now, random)),
+                Op::Write(u) => OpAction::Write(u.handle(response, now, random)),
             })
         } else if self.workers[w].sleeping {
             self.workers[w].sleeping = false;
             self.with_op(w, |op| match op {
                 Op::Claim(u) => OpAction::Claim(u.wake(now)),
-                Op::Write(u, _) => OpAction::Write(u.wake(now)),
+                Op::Write(u) => OpAction::Write(u.wake(now)),
             })
         } else {
             self.start_op(w, records, finish, now)
@@ -233,7 +256,7 @@ impl Sim {
                 let write_id = self.write_id();
                 let mut u = Update::new(KEY, Claim::new(self.workers[w].id.clone(), write_id), config);
                 let a = u.start(now);
-                self.workers[w].op = Some(Op::Claim(u));
+                self.workers[w].op = Some(Op::Claim(Box::new(u)));
                 OpAction::Claim(a)
             }
             Some((lease, doc, version)) => {
@@ -242,9 +265,9 @@ impl Sim {
                 let holder = Holder::of(&lease);
                 let write = if finish { Write::release(holder, write_id, progress) } else { Write::checkpoint(holder, write_id, progress) };
                 self.deltas.insert(write_id, records);
-                let mut u = Update::from_cached(KEY, write.clone(), config, doc, version);
+                let mut u = Update::from_cached(KEY, write, config, doc, version);
                 let a = u.start(now);
-                self.workers[w].op = Some(Op::Write(u, write));
+                self.workers[w].op = Some(Op::Write(Box::new(u)));
                 OpAction::Write(a)
             }
         }
@@ -271,7 +294,8 @@ impl Sim {
                 };
             }
             OpAction::Write(Action::Done(result)) => {
-                let Some(Op::Write(_, write)) = worker.op.take() else { unreachable!() };
+                let Some(Op::Write(u)) = worker.op.take() else { unreachable!() };
+                let write = u.mutation().clone();
                 match result {
                     Ok(c) => {
                         CHECKPOINTS.fetch_add(1, Relaxed);
@@ -289,9 +313,9 @@ impl Sim {
                     // Unsure whether it landed: retry the same write (same
                     // id), from a fresh read, until it resolves.
                     Err(Error::Unavailable { .. } | Error::Conflict { .. }) => {
-                        let mut u = Update::new(KEY, write.clone(), self.config);
+                        let mut u = Update::new(KEY, write, self.config);
                         let a = u.start(Timestamp::from_millis(self.now + worker.skew));
-                        worker.op = Some(Op::Write(u, write));
+                        worker.op = Some(Op::Write(Box::new(u)));
                         self.follow(w, OpAction::Write(a));
                     }
                     Err(e) => panic!("unexpected outcome for worker {w}: {e}"),
@@ -306,7 +330,7 @@ impl Sim {
             .iter()
             .enumerate()
             // A worker that has begun to release no longer acts on its lease.
-            .filter(|(_, w)| !matches!(&w.op, Some(Op::Write(_, write)) if write.finish.is_some()))
+            .filter(|(_, w)| !matches!(&w.op, Some(Op::Write(u)) if u.mutation().finish.is_some()))
             .filter(|(i, w)| w.holding.as_ref().is_some_and(|(lease, _, _)| Holder::trusts(lease, self.local(*i), &self.config.lease)))
             .map(|(i, w)| (i, w.holding.as_ref().unwrap().0.epoch))
             .collect();
@@ -349,7 +373,13 @@ proptest! {
 #[test]
 fn simulation_reaches_the_hard_paths() {
     leases_and_checkpoints_stay_safe();
-    let (t, c, l, r, f) = (TAKEOVERS.load(Relaxed), CHECKPOINTS.load(Relaxed), LOST_RESPONSES.load(Relaxed), RESOLVED_AS_LANDED.load(Relaxed), FENCED.load(Relaxed));
+    let (t, c, l, r, f) = (
+        TAKEOVERS.load(Relaxed),
+        CHECKPOINTS.load(Relaxed),
+        LOST_RESPONSES.load(Relaxed),
+        RESOLVED_AS_LANDED.load(Relaxed),
+        FENCED.load(Relaxed),
+    );
     println!("simulation: {c} successful holder writes, {t} takeovers/re-claims, {l} lost responses, {r} writes resolved as already landed, {f} fenced writers");
     assert!(t > 100 && c > 1000 && l > 100 && r > 10 && f > 10, "the simulation must exercise takeovers, lost responses and fencing");
 }
@@ -372,4 +402,3 @@ fn harness_detects_double_holders_when_timing_rules_are_broken() {
     let text = message.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(text.contains("two workers trust the lease"), "{text}");
 }
-
