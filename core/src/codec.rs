@@ -4,7 +4,8 @@
 //! declaration order, maps sorted, no whitespace) with one more field appended
 //! last: `"checksum":"<crc32 of the body without that field, 8 hex digits>"`.
 //! `format_version` is always the first field, so a reader can tell a newer
-//! format before it trusts anything else. Decoding never panics.
+//! format before it trusts anything else. Unknown fields are refused, so a
+//! rewrite never silently drops data. Decoding never panics.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -41,11 +42,11 @@ pub fn decode<D: Document>(key: &str, bytes: &[u8], limits: &Limits) -> Result<D
     if format > FORMAT_VERSION {
         return Err(Error::UnsupportedFormat { key: key.into(), found: format, supported: FORMAT_VERSION });
     }
-    verify_checksum(bytes).map_err(corrupt)?;
+    let body = verify_checksum(bytes).map_err(corrupt)?;
     let doc: D = if format == FORMAT_VERSION {
-        serde_json::from_slice(bytes).map_err(|e| corrupt(alloc::format!("not a valid {} document: {e}", D::KIND)))?
+        serde_json::from_slice(&body).map_err(|e| corrupt(alloc::format!("not a valid {} document: {e}", D::KIND)))?
     } else {
-        let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(alloc::format!("not JSON: {e}")))?;
+        let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| corrupt(alloc::format!("not JSON: {e}")))?;
         migrate(&mut value, format).map_err(corrupt)?;
         serde_json::from_value(value).map_err(|e| corrupt(alloc::format!("not a valid {} document after migration: {e}", D::KIND)))?
     };
@@ -77,24 +78,25 @@ fn read_format_version(bytes: &[u8]) -> Result<u64, String> {
     core::str::from_utf8(&rest[..digits]).ok().and_then(|s| s.parse().ok()).ok_or_else(|| "format_version is not a plain integer".into())
 }
 
-fn verify_checksum(bytes: &[u8]) -> Result<(), String> {
+/// Checks the trailing checksum and returns the canonical body it covers:
+/// the document without the `checksum` field.
+fn verify_checksum(bytes: &[u8]) -> Result<Vec<u8>, String> {
     if bytes.len() < HEADER.len() + CHECKSUM_SUFFIX_LEN || !bytes.ends_with(b"\"}") {
         return Err("truncated: no checksum at the end".into());
     }
-    let body_end = bytes.len() - CHECKSUM_SUFFIX_LEN;
-    let (body, suffix) = bytes.split_at(body_end);
+    let (body, suffix) = bytes.split_at(bytes.len() - CHECKSUM_SUFFIX_LEN);
     let Some(hex) = suffix.strip_prefix(CHECKSUM_PREFIX) else {
         return Err("truncated: no checksum at the end".into());
     };
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(body);
-    hasher.update(b"}");
-    let computed = hex8(hasher.finalize());
+    let mut canonical = Vec::with_capacity(body.len() + 1);
+    canonical.extend_from_slice(body);
+    canonical.push(b'}');
+    let computed = hex8(crc32fast::hash(&canonical));
     // Compared as text: the encoder writes exactly 8 lowercase hex digits.
     if &hex[..8] != computed.as_bytes() {
         return Err(alloc::format!("checksum mismatch: stored {:?}, computed {computed}", String::from_utf8_lossy(&hex[..8])));
     }
-    Ok(())
+    Ok(canonical)
 }
 
 fn hex8(n: u32) -> String {

@@ -100,6 +100,7 @@ impl fmt::Display for StatusKind {
 
 /// One recorded error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ErrorRecord {
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,6 +112,7 @@ pub struct ErrorRecord {
 
 /// The last N error records and the count of all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ErrorLog {
     pub total: u64,
     pub recent: Vec<ErrorRecord>,
@@ -131,6 +133,7 @@ impl ErrorLog {
 
 /// The pipeline document: `pipelines/<id>/pipeline.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PipelineDoc {
     pub format_version: u64,
     pub pipeline_id: PipelineId,
@@ -151,6 +154,7 @@ pub struct PipelineDoc {
 
 /// One partition document: `pipelines/<id>/partitions/<step>[@shard].json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PartitionDoc {
     pub format_version: u64,
     pub pipeline_id: PipelineId,

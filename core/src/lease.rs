@@ -58,6 +58,7 @@ impl LeaseConfig {
 
 /// A request, written by another process, that the holder release and stop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StopRequest {
     pub requested_by: WorkerId,
     pub requested_at: Timestamp,
@@ -67,6 +68,7 @@ pub struct StopRequest {
 /// `released_at` set) so the epoch only ever grows and a holder can
 /// recognise its own last write after a lost response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Lease {
     pub worker_id: WorkerId,
     /// Fencing token: every claim or takeover adds one.

@@ -100,3 +100,13 @@ fn checksum_digits_are_compared_exactly() {
     let err = codec::decode::<PartitionDoc>(KEY, upper.as_bytes(), &Limits::default()).unwrap_err();
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
 }
+
+/// Found by the fuzzer: a body with a valid checksum and a field this format
+/// does not have. Accepting it would drop the field on the next write.
+#[test]
+fn unknown_fields_are_corrupt_not_dropped() {
+    let body = r#"{"format_version":1,"pipeline_id":"fuzz","run_id":"r","steps":["s"],"curAent_step":"s","batch_number":0,"version":1,"created_at":1,"updated_at":1}"#;
+    let sealed = format!("{},\"checksum\":\"{:08x}\"}}", &body[..body.len() - 1], crc32fast::hash(body.as_bytes()));
+    let err = codec::decode::<PipelineDoc>(KEY, sealed.as_bytes(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, Error::Corrupt { .. }) && err.to_string().contains("unknown field `curAent_step`"), "{err}");
+}

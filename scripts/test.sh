@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, then runs all of them.
+# Usage: scripts/test.sh            (CI runs exactly this; see .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain: wasm32 target, clippy, rustfmt"
+rustup target add wasm32-unknown-unknown >/dev/null
+rustup component add clippy rustfmt >/dev/null
+
+step "format"
+cargo fmt --all --check
+
+step "clippy (core bans clocks and RNGs: core/clippy.toml)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "core builds for wasm32-unknown-unknown"
+cargo build -p oxiflow-core --target wasm32-unknown-unknown --locked
+
+step "core has no I/O dependencies"
+forbidden=$(cargo tree -p oxiflow-core -e normal --prefix none --locked | grep -E '^(tokio|object_store|reqwest|hyper|mio|getrandom) ' || true)
+if [ -n "$forbidden" ]; then
+  echo "oxiflow-core depends on I/O crates:"; echo "$forbidden"; exit 1
+fi
+echo "ok: $(cargo tree -p oxiflow-core -e normal --prefix none --locked | sort -u | wc -l) crates, none of tokio/object_store/reqwest/hyper/mio/getrandom"
+
+step "tests (release: the simulation runs 1,000 proptest cases)"
+cargo test --workspace --release --locked
