@@ -1,0 +1,71 @@
+//! The one error type of the backends crate. Store-specific failures are
+//! folded into variants that say what to do; messages never carry credentials.
+
+use oxiflow_core::ErrorKind;
+
+/// Everything the stores and the [`StateManager`](crate::StateManager) report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A core rule: conflict, fenced, lease held, invalid input, corrupt, …
+    #[error(transparent)]
+    Core(#[from] oxiflow_core::Error),
+
+    /// `put_if_absent` found the key taken.
+    #[error("{key} already exists in {store}")]
+    AlreadyExists { store: String, key: String },
+
+    /// `put_if_match` found another version (or no object).
+    #[error("{key} in {store} changed since it was read")]
+    Precondition { store: String, key: String },
+
+    /// A transient failure: the server is down, slow, or said 5xx / 409.
+    #[error("store {store} is unavailable: {reason}")]
+    Unavailable { store: String, reason: String },
+
+    /// The bucket or container does not exist.
+    #[error("bucket or container of {store} does not exist; create it first")]
+    MissingBucket { store: String },
+
+    /// Credentials are missing, wrong, or lack permission.
+    #[error("access denied by {store}: {reason}; check the credentials")]
+    AccessDenied { store: String, reason: String },
+
+    /// The holder's write honoured a stop request: the lease is released;
+    /// stop working on this partition.
+    #[error("stop requested on {key} by {requested_by}; the lease was released")]
+    StopRequested { key: String, requested_by: String },
+
+    /// The store silently ignores a condition it must honour; refuse it.
+    #[error("store {store} is not safe for oxiflow: {reason}")]
+    UnsafeStore { store: String, reason: String },
+
+    /// The URL names no store we can open.
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+
+    /// A local file operation failed.
+    #[error("{operation} {path}: {source}")]
+    Io { operation: &'static str, path: String, source: std::io::Error },
+
+    /// Anything else the store said.
+    #[error("store {store} failed: {reason}")]
+    Store { store: String, reason: String },
+}
+
+impl Error {
+    /// What the caller should do, in the core's terms (exit codes map from it).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Core(e) => e.kind(),
+            Error::AlreadyExists { .. } | Error::Precondition { .. } => ErrorKind::Conflict,
+            Error::StopRequested { .. } => ErrorKind::Fenced,
+            Error::Unavailable { .. } | Error::Io { .. } | Error::Store { .. } => ErrorKind::Unavailable,
+            Error::MissingBucket { .. } | Error::AccessDenied { .. } | Error::InvalidUrl { .. } | Error::UnsafeStore { .. } => {
+                ErrorKind::Invalid
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

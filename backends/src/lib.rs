@@ -1,0 +1,22 @@
+//! # oxiflow-backends
+//!
+//! The stores that hold oxiflow state and the [`StateManager`] that drives
+//! the core's sans-I/O protocols over them with tokio.
+//!
+//! - [`ObjectStoreBackend`]: S3, MinIO, GCS, Azure and memory through the
+//!   `object_store` crate (`PutMode::Create` / `PutMode::Update`).
+//! - [`LocalDirStore`]: a local directory with real cross-process
+//!   compare-and-swap (flock + temp + fsync + rename + fsync dir).
+//!
+//! Both pass the one [`conformance`] suite.
+
+pub mod conformance;
+mod error;
+mod local;
+mod object;
+mod store;
+
+pub use error::{Error, Result};
+pub use local::LocalDirStore;
+pub use object::{ObjectStoreBackend, ObjectStoreOptions};
+pub use store::ConditionalStore;

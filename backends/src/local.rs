@@ -1,0 +1,215 @@
+//! A local directory with real compare-and-swap across processes:
+//! every conditional write holds an exclusive `flock` on `<root>/.lock`,
+//! checks the current version, writes a temp file, fsyncs it, renames it over
+//! the target and fsyncs the directory. object_store's `LocalFileSystem`
+//! cannot do this (it rejects `PutMode::Update`), which is why this exists.
+//!
+//! Versions are SHA-256 content hashes, like S3 ETags; documents never repeat
+//! bytes (every write bumps `version`), so this cannot ABA.
+//!
+//! **NFS caveat**: `flock` and rename atomicity are only as good as the file
+//! system's. On NFS, locks may be emulated or ignored and renames are not
+//! atomic for other clients' caches: use an object store for shared state
+//! across machines; use this for one machine.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use oxiflow_core::{Object, Version};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::store::ConditionalStore;
+
+const LOCK_FILE: &str = ".lock";
+
+/// A [`ConditionalStore`] in a local directory, safe across processes.
+#[derive(Debug, Clone)]
+pub struct LocalDirStore {
+    root: PathBuf,
+    describe: String,
+}
+
+fn io<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io { operation, path: path.display().to_string(), source }
+}
+
+fn etag(bytes: &[u8]) -> Version {
+    let digest = Sha256::digest(bytes);
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    Version { e_tag: Some(format!("\"{hex}\"")), version: None }
+}
+
+impl LocalDirStore {
+    /// Opens (creating if needed) the directory `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(io("create directory", &root))?;
+        let describe = format!("file://{}", root.display());
+        Ok(LocalDirStore { root, describe })
+    }
+
+    /// Maps a key to a path, refusing anything that could leave the root.
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        let bad = |why: &str| Error::Core(oxiflow_core::Error::InvalidInput { reason: format!("key {key:?} {why}") });
+        if key.is_empty() || key.starts_with('/') || key.contains('\\') || key.contains('\0') {
+            return Err(bad("must be a relative path"));
+        }
+        if key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == ".." || seg.starts_with('.')) {
+            return Err(bad("has an empty, dot or hidden segment"));
+        }
+        Ok(self.root.join(key))
+    }
+
+    /// Runs `f` holding the store-wide exclusive lock.
+    fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let lock_path = self.root.join(LOCK_FILE);
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io("open lock", &lock_path))?;
+        lock.lock().map_err(io("lock", &lock_path))?;
+        let result = f();
+        drop(lock); // closing the descriptor releases the flock
+        result
+    }
+
+    fn read(path: &Path, key: &str, max_bytes: usize) -> Result<Option<Vec<u8>>> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("open", path)(e)),
+        };
+        let size = file.metadata().map_err(io("stat", path))?.len();
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if size > max_bytes {
+            return Err(oxiflow_core::Error::TooLarge { key: key.into(), size, limit: max_bytes }.into());
+        }
+        let mut body = Vec::with_capacity(size);
+        file.read_to_end(&mut body).map_err(io("read", path))?;
+        Ok(Some(body))
+    }
+
+    /// Write temp + fsync + rename + fsync directory: after a crash the file
+    /// holds either the old or the new bytes, never a mix.
+    fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
+        let dir = path.parent().expect("keys have a parent: the root");
+        fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+        let tmp = dir.join(format!(".{name}.{}.{:016x}.tmp", std::process::id(), rand::random::<u64>()));
+        let result = (|| {
+            let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+            file.write_all(body).map_err(io("write", &tmp))?;
+            file.sync_all().map_err(io("fsync", &tmp))?;
+            fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn list_sync(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
+        let start = self.root.join(dir);
+        let mut keys = Vec::new();
+        let mut stack = vec![start];
+        while let Some(d) = stack.pop() {
+            let entries = match fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("list", &d)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io("list", &d))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with('.') {
+                    continue; // the lock and temp files
+                }
+                let path = entry.path();
+                if entry.file_type().map_err(io("stat", &path))?.is_dir() {
+                    stack.push(path);
+                } else if let Ok(rel) = path.strip_prefix(&self.root) {
+                    let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                    if key.starts_with(prefix) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+/// Runs blocking file work off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store { store: "local directory".into(), reason: format!("blocking task failed: {e}") })?
+}
+
+#[async_trait]
+impl ConditionalStore for LocalDirStore {
+    fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    async fn get(&self, key: &str, max_bytes: usize) -> Result<Option<Object>> {
+        let path = self.path(key)?;
+        let key = key.to_string();
+        // Reads need no lock: renames replace files atomically.
+        blocking(move || Ok(Self::read(&path, &key, max_bytes)?.map(|body| Object { version: etag(&body), body }))).await
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Vec<u8>) -> Result<Version> {
+        let (this, path, key) = (self.clone(), self.path(key)?, key.to_string());
+        blocking(move || {
+            this.locked(|| {
+                if path.exists() {
+                    return Err(Error::AlreadyExists { store: this.describe.clone(), key });
+                }
+                Self::write_atomic(&path, &body)?;
+                Ok(etag(&body))
+            })
+        })
+        .await
+    }
+
+    async fn put_if_match(&self, key: &str, body: Vec<u8>, version: &Version) -> Result<Version> {
+        let (this, path, key, version) = (self.clone(), self.path(key)?, key.to_string(), version.clone());
+        blocking(move || {
+            this.locked(|| {
+                let current = Self::read(&path, &key, usize::MAX)?;
+                if current.map(|b| etag(&b)).as_ref() != Some(&version) {
+                    return Err(Error::Precondition { store: this.describe.clone(), key });
+                }
+                Self::write_atomic(&path, &body)?;
+                Ok(etag(&body))
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let (this, path) = (self.clone(), self.path(key)?);
+        blocking(move || {
+            this.locked(|| match fs::remove_file(&path) {
+                Ok(()) => {
+                    let dir = path.parent().expect("keys have a parent");
+                    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io("delete", &path)(e)),
+            })
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let this = self.clone();
+        let prefix = prefix.to_string();
+        blocking(move || this.list_sync(&prefix)).await
+    }
+}

@@ -1,0 +1,30 @@
+//! The primitive conformance suite against every store.
+
+mod support;
+
+use oxiflow_backends::conformance;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_passes_the_primitives() {
+    conformance::primitives(support::memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_directory_passes_the_primitives() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::primitives(support::local_dir(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_on_moto_passes_the_primitives() {
+    if let Some(store) = support::s3() {
+        conformance::primitives(store).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn azure_on_azurite_passes_the_primitives() {
+    if let Some(store) = support::azure() {
+        conformance::primitives(store).await;
+    }
+}
