@@ -144,3 +144,139 @@ pub async fn cas_race(store: Arc<dyn ConditionalStore>, key: &str, tasks: usize,
         store.describe()
     );
 }
+
+/// A clock the suite moves by hand, so expiry needs no sleeping.
+#[derive(Clone)]
+pub struct ManualClock(Arc<std::sync::atomic::AtomicI64>);
+
+impl ManualClock {
+    pub fn new(start_ms: i64) -> Self {
+        ManualClock(Arc::new(std::sync::atomic::AtomicI64::new(start_ms)))
+    }
+    pub fn advance(&self, d: std::time::Duration) {
+        self.0.fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn clock(&self) -> crate::Clock {
+        let t = self.0.clone();
+        Arc::new(move || oxiflow_core::Timestamp::from_millis(t.load(std::sync::atomic::Ordering::SeqCst)))
+    }
+}
+
+fn id<T: std::str::FromStr<Err = oxiflow_core::Error>>(s: &str) -> T {
+    s.parse().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The StateManager suite: claim / contend / release, checkpoint chains,
+/// expiry and takeover with fencing of the old holder, remote stop, cleanup,
+/// a new run, export → import, and copy into `other` (a different store).
+pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn ConditionalStore>) {
+    use oxiflow_core::{Error as CoreError, PartitionId, Progress, StatusKind, StepStatus};
+
+    use crate::manager::{StateManager, StepPlan};
+
+    let name = store.describe().to_string();
+    let clock = ManualClock::new(1_764_000_000_000);
+    let config = oxiflow_core::Config::default();
+    let ttl = config.lease.ttl + config.lease.skew_allowance + std::time::Duration::from_millis(1);
+    let m = StateManager::new(store.clone(), config).with_clock(clock.clock());
+    let pipeline: oxiflow_core::PipelineId = id(&format!("orders-{:08x}", rand::random::<u32>()));
+    let (w1, w2, w3, ops) = (id("w1"), id("w2"), id("w3"), id("ops"));
+    let steps = [
+        StepPlan { step_id: id("extract"), shards: None },
+        StepPlan { step_id: id("transform"), shards: Some(2) },
+        StepPlan { step_id: id("load"), shards: None },
+    ];
+    m.create_pipeline(&pipeline, &id("run-1"), &steps).await.unwrap_or_else(|e| panic!("{name}: create: {e}"));
+    m.create_pipeline(&pipeline, &id("run-1"), &steps).await.unwrap_or_else(|e| panic!("{name}: creating twice must be a no-op: {e}"));
+    assert!(m.list_pipelines().await.unwrap().contains(&pipeline), "{name}: list_pipelines");
+    let extract = PartitionId::step(id("extract"));
+    let t0 = PartitionId::shard(id("transform"), 0);
+
+    // claim, contend, checkpoint chain, release
+    let mut c1 = m.claim(&pipeline, &extract, &w1).await.unwrap();
+    match m.claim(&pipeline, &extract, &w2).await {
+        Err(crate::Error::Core(CoreError::LeaseHeld { holder, .. })) => assert_eq!(holder, w1, "{name}"),
+        other => panic!("{name}: a held lease must refuse w2, got {other:?}"),
+    }
+    for i in 1..=3u64 {
+        let p = Progress {
+            last_processed_id: Some(format!("order-{}", i * 100)),
+            batch_number: Some(i),
+            add_records: 100,
+            add_bytes: 10,
+            ..Progress::default()
+        };
+        m.checkpoint(&mut c1, p).await.unwrap_or_else(|e| panic!("{name}: checkpoint {i}: {e}"));
+    }
+    let back = Progress { batch_number: Some(1), ..Progress::default() };
+    assert!(
+        matches!(m.checkpoint(&mut c1, back).await, Err(crate::Error::Core(CoreError::CounterRegression { .. }))),
+        "{name}: batch regression"
+    );
+    let released = m.release(c1, Progress::default()).await.unwrap();
+    assert_eq!((released.status.kind(), released.records_processed), (StatusKind::Pending, 300), "{name}: release keeps counts");
+    let c2 = m.claim(&pipeline, &extract, &w2).await.unwrap();
+    assert_eq!((c2.doc().attempts, c2.doc().last_processed_id.as_deref(), c2.lease().epoch), (2, Some("order-300"), 2), "{name}: resume");
+    let done = m.complete(c2, Progress { add_records: 5, ..Progress::default() }).await.unwrap();
+    assert!(matches!(done.status, StepStatus::Completed { .. }) && done.records_processed == 305, "{name}: complete");
+
+    // expiry and takeover: the old holder is fenced and lands nothing
+    let mut old = m.claim(&pipeline, &t0, &w2).await.unwrap();
+    m.checkpoint(&mut old, Progress { add_records: 7, ..Progress::default() }).await.unwrap();
+    clock.advance(ttl);
+    let mut new = m.claim(&pipeline, &t0, &w3).await.unwrap_or_else(|e| panic!("{name}: takeover after expiry: {e}"));
+    assert_eq!(new.lease().epoch, old.lease().epoch + 1, "{name}: takeover bumps the epoch");
+    match m.checkpoint(&mut old, Progress { add_records: 1_000, ..Progress::default() }).await {
+        Err(crate::Error::Core(CoreError::Fenced { holder, .. })) => assert_eq!(holder, Some(w3.clone()), "{name}"),
+        other => panic!("{name}: the old holder must be fenced, got {other:?}"),
+    }
+    m.checkpoint(&mut new, Progress { add_records: 3, ..Progress::default() }).await.unwrap();
+    let view = m.view(&pipeline).await.unwrap();
+    let t0_view = &view.steps[1].partitions[0];
+    assert_eq!(
+        (t0_view.records_processed, t0_view.worker_id.clone()),
+        (10, Some(w3.clone())),
+        "{name}: only the new holder's progress counts"
+    );
+
+    // remote stop: the holder's next write saves its progress and releases
+    let asked = m.request_stop(&w3, &ops).await.unwrap();
+    assert_eq!(asked.len(), 1, "{name}: w3 holds one partition: {asked:?}");
+    match m.checkpoint(&mut new, Progress { add_records: 2, ..Progress::default() }).await {
+        Err(crate::Error::StopRequested { requested_by, .. }) => assert_eq!(requested_by, "ops"),
+        other => panic!("{name}: a stop request must stop the holder, got {other:?}"),
+    }
+    assert!(new.lease().released_at.is_some() && new.doc().records_processed == 12, "{name}: stop saved progress and released");
+    m.claim(&pipeline, &t0, &w1).await.unwrap_or_else(|e| panic!("{name}: a stopped partition is free: {e}"));
+
+    // cleanup of a dead worker's lease
+    m.claim(&pipeline, &PartitionId::shard(id("transform"), 1), &w2).await.unwrap();
+    assert!(m.cleanup_stale_leases().await.unwrap().is_empty(), "{name}: live leases are not cleaned");
+    clock.advance(ttl);
+    assert_eq!(m.cleanup_stale_leases().await.unwrap().len(), 2, "{name}: both expired leases are released");
+
+    // export → import elsewhere → identical view; import refuses to clobber
+    let export = m.export(&pipeline).await.unwrap();
+    assert_eq!(export.partitions.len(), 4, "{name}: export holds every partition");
+    let target = StateManager::new(other.clone(), config).with_clock(clock.clock());
+    target.import(&export, false).await.unwrap_or_else(|e| panic!("{name} → {}: import: {e}", other.describe()));
+    assert_eq!(target.view(&pipeline).await.unwrap(), m.view(&pipeline).await.unwrap(), "{name}: import reproduces the view");
+    assert!(matches!(target.import(&export, false).await, Err(crate::Error::AlreadyExists { .. })), "{name}: import must not clobber");
+    target.import(&export, true).await.unwrap_or_else(|e| panic!("{name}: import --replace: {e}"));
+    let json = serde_json::to_string(&export).unwrap();
+    assert_eq!(serde_json::from_str::<crate::Export>(&json).unwrap(), export, "{name}: export JSON round-trips");
+
+    // copy between two different stores
+    let copied = StateManager::new(store.clone(), config).copy_to(&target, &[pipeline.clone()], true).await.unwrap();
+    assert_eq!(copied, [pipeline.clone()]);
+
+    // a new run resets statuses and counters, keeps bookmarks
+    m.new_run(&pipeline, &id("run-2")).await.unwrap_or_else(|e| panic!("{name}: new run: {e}"));
+    let view = m.view(&pipeline).await.unwrap();
+    assert_eq!((view.run_id.as_str(), view.status, view.records_processed), ("run-2", StatusKind::Pending, 0), "{name}: new run");
+    assert_eq!(view.steps[0].partitions[0].last_processed_id.as_deref(), Some("order-300"), "{name}: bookmark kept");
+
+    // the store honours both conditions
+    let report = m.probe().await.unwrap_or_else(|e| panic!("{name}: probe: {e}"));
+    assert!(report.create_if_absent && report.update_if_match);
+}

@@ -11,12 +11,18 @@
 //! Both pass the one [`conformance`] suite.
 
 pub mod conformance;
+mod counting;
 mod error;
+mod keeper;
 mod local;
+mod manager;
 mod object;
 mod store;
 
+pub use counting::{CountingStore, RequestCounts};
 pub use error::{Error, Result};
+pub use keeper::Held;
 pub use local::LocalDirStore;
+pub use manager::{system_clock, Claimed, Clock, Export, ProbeReport, StateManager, StepPlan};
 pub use object::{ObjectStoreBackend, ObjectStoreOptions};
 pub use store::ConditionalStore;

@@ -7,7 +7,7 @@ use core::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
-use crate::doc::{Document, Limits, PartitionDoc, PipelineDoc};
+use crate::doc::{Document, Limits, PartitionDoc, PipelineDoc, StepStatus};
 use crate::error::Error;
 use crate::id::{RunId, StepId, WorkerId};
 use crate::lease::{check_holder, take, Holder, HolderCheck, Lease, LeaseConfig, LeaseStatus, StopRequest};
@@ -232,6 +232,9 @@ pub enum Operator {
     Resume,
     /// Statuses reset for run `run_id`; bookmarks kept.
     NewRun { run_id: RunId },
+    /// Marks a lease that expired past the skew allowance as released (a
+    /// dead worker's), Running → Pending. Nothing changes for a live lease.
+    ReleaseExpired,
 }
 
 impl Mutation for Operator {
@@ -246,6 +249,18 @@ impl Mutation for Operator {
             Operator::NewRun { run_id } => {
                 ensure_unheld(key, doc.lease.as_ref(), ctx.now, &ctx.config.lease)?;
                 Ok(doc.new_run(run_id))
+            }
+            Operator::ReleaseExpired => {
+                if !matches!(LeaseStatus::of(doc.lease.as_ref(), ctx.now, &ctx.config.lease), LeaseStatus::Expired { .. }) {
+                    return Ok(false);
+                }
+                if let Some(lease) = doc.lease.as_mut() {
+                    lease.released_at = Some(ctx.now);
+                }
+                if matches!(doc.status, StepStatus::Running { .. }) {
+                    doc.status = StepStatus::Pending;
+                }
+                Ok(true)
             }
         }
     }

@@ -1,0 +1,487 @@
+//! The `StateManager` drives the core's sans-I/O operations over any
+//! [`ConditionalStore`] with tokio: it owns the clock, the randomness, the
+//! sleeping and the requests; the core owns every decision.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::{StreamExt, TryStreamExt};
+use oxiflow_core::ops::Work;
+use oxiflow_core::{
+    aggregate, codec, keys, Action, Claim, Committed, Config, Create, Document, Holder, Lease, LeaseStatus, Mutation, Operator,
+    PartitionDoc, PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Request, RequestStop, Response, RunId, StepId, Timestamp,
+    Update, WorkerId, Write,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::store::ConditionalStore;
+
+/// Where "now" comes from; tests pass a manual clock.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The wall clock, in Unix milliseconds.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
+    })
+}
+
+/// How many documents are read at once when loading a pipeline.
+const READ_CONCURRENCY: usize = 16;
+
+/// Reads and writes pipeline state in one store.
+#[derive(Clone)]
+pub struct StateManager {
+    store: Arc<dyn ConditionalStore>,
+    config: Config,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for StateManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateManager").field("store", &self.store.describe()).field("config", &self.config).finish()
+    }
+}
+
+/// A step and how many shards it is split into (`None`: one partition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepPlan {
+    pub step_id: StepId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u32>,
+}
+
+impl StepPlan {
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        match self.shards {
+            None => vec![PartitionId::step(self.step_id.clone())],
+            Some(n) => (0..n).map(|i| PartitionId::shard(self.step_id.clone(), i)).collect(),
+        }
+    }
+}
+
+/// A partition this process holds: the document as last written, its
+/// version (so the next write is a single conditional PUT), and any write
+/// whose outcome is not known yet.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    key: String,
+    doc: PartitionDoc,
+    version: oxiflow_core::Version,
+    /// A write that ended `Unavailable`/`Conflict`: it may have landed. It is
+    /// driven again (same write id, so at most once) before the next write.
+    unresolved: Option<Write<PartitionDoc>>,
+}
+
+impl Claimed {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+    pub fn doc(&self) -> &PartitionDoc {
+        &self.doc
+    }
+    pub fn lease(&self) -> &Lease {
+        self.doc.lease.as_ref().expect("a claimed document has a lease")
+    }
+    fn holder(&self) -> Holder {
+        Holder::of(self.lease())
+    }
+}
+
+/// A pipeline's documents, as exported and imported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    /// Always "oxiflow-state-export".
+    pub kind: String,
+    pub format_version: u64,
+    pub pipeline: PipelineDoc,
+    pub partitions: Vec<PartitionDoc>,
+}
+
+const EXPORT_KIND: &str = "oxiflow-state-export";
+
+/// What the probe found a store to support.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbeReport {
+    pub store: String,
+    /// A second create of the same key was refused (If-None-Match: *).
+    pub create_if_absent: bool,
+    /// An update with a stale version was refused (If-Match).
+    pub update_if_match: bool,
+    /// Versions returned: ETags (S3, Azure, local) and/or generations (GCS).
+    pub etags: bool,
+    pub generations: bool,
+}
+
+impl StateManager {
+    pub fn new(store: Arc<dyn ConditionalStore>, config: Config) -> Self {
+        StateManager { store, config, clock: system_clock() }
+    }
+
+    /// Replaces the wall clock (tests, simulations).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn store(&self) -> &Arc<dyn ConditionalStore> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    /// Drives one operation to its end: perform each request, sleep when
+    /// asked, feed back the answers.
+    pub async fn run<M: Mutation>(&self, mut op: Update<M>) -> Result<Committed<M::Doc>> {
+        let mut action = op.start(self.now());
+        loop {
+            action = match action {
+                Action::Send(request) => {
+                    let response = self.perform(request).await?;
+                    op.handle(response, self.now(), rand::random())
+                }
+                Action::Sleep(delay) => {
+                    tokio::time::sleep(delay).await;
+                    op.wake(self.now())
+                }
+                Action::Done(result) => {
+                    return result.map_err(|e| match e {
+                        oxiflow_core::Error::Unavailable { key, attempts, reason } => Error::Unavailable {
+                            store: self.store.describe().to_string(),
+                            reason: format!("{reason} (gave up on {key} after {attempts} attempts)"),
+                        },
+                        e => e.into(),
+                    });
+                }
+            };
+        }
+    }
+
+    /// Performs one request; the answers the core understands become
+    /// responses, anything else (bad credentials, missing bucket) ends the
+    /// operation.
+    async fn perform(&self, request: Request) -> Result<Response> {
+        let max = self.config.limits.max_document_bytes;
+        let result = match request {
+            Request::Get { key } => self.store.get(&key, max).await.map(Response::Object),
+            Request::PutIfAbsent { key, body } => self.store.put_if_absent(&key, body).await.map(Response::Written),
+            Request::PutIfMatch { key, body, version } => self.store.put_if_match(&key, body, &version).await.map(Response::Written),
+        };
+        match result {
+            Ok(response) => Ok(response),
+            Err(Error::AlreadyExists { .. }) => Ok(Response::AlreadyExists),
+            Err(Error::Precondition { .. }) => Ok(Response::Precondition),
+            Err(Error::Unavailable { reason, .. }) => Ok(Response::Unavailable { reason }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the pipeline document and one partition per step or shard.
+    /// Idempotent: what exists is left as it is.
+    pub async fn create_pipeline(&self, pipeline: &PipelineId, run_id: &RunId, steps: &[StepPlan]) -> Result<PipelineDoc> {
+        let now = self.now();
+        let step_ids = steps.iter().map(|s| s.step_id.clone()).collect();
+        let doc = PipelineDoc::new(pipeline.clone(), run_id.clone(), step_ids, now)?;
+        let created = self.run(Update::new(keys::pipeline_doc(pipeline), Create(doc), self.config)).await?;
+        let partitions: Vec<PartitionId> = steps.iter().flat_map(StepPlan::partitions).collect();
+        futures::stream::iter(partitions)
+            .map(|part| {
+                let doc = PartitionDoc::new(pipeline.clone(), part.clone(), created.doc.run_id.clone(), now);
+                self.run(Update::new(keys::partition_doc(pipeline, &part), Create(doc), self.config))
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(created.doc)
+    }
+
+    /// Claims a partition (or takes over an expired lease): GET + one
+    /// conditional PUT.
+    pub async fn claim(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
+        let key = keys::partition_doc(pipeline, partition);
+        let c = self.run(Update::new(&key, Claim::<PartitionDoc>::new(worker.clone(), rand::random()), self.config)).await?;
+        Ok(Claimed { key, doc: c.doc, version: c.version, unresolved: None })
+    }
+
+    /// Adopts the lease `worker` holds on a partition, for short-lived
+    /// processes (one CLI call per checkpoint): one GET.
+    pub async fn adopt(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
+        let key = keys::partition_doc(pipeline, partition);
+        let (doc, version) = self.read::<PartitionDoc>(&key).await?.ok_or_else(|| oxiflow_core::Error::NotFound { key: key.clone() })?;
+        match doc.lease.as_ref() {
+            Some(l) if &l.worker_id == worker && l.released_at.is_none() => Ok(Claimed { key, doc, version, unresolved: None }),
+            other => Err(oxiflow_core::Error::Fenced {
+                key,
+                worker_id: worker.clone(),
+                epoch: other.map_or(0, |l| l.epoch),
+                holder: other.filter(|l| l.released_at.is_none()).map(|l| l.worker_id.clone()),
+            }
+            .into()),
+        }
+    }
+
+    /// Records progress and extends the lease: one conditional PUT.
+    pub async fn checkpoint(&self, claimed: &mut Claimed, progress: Progress) -> Result<()> {
+        self.write(claimed, |holder, id| Write::checkpoint(holder, id, progress)).await
+    }
+
+    /// Extends the lease without progress: one conditional PUT.
+    pub async fn heartbeat(&self, claimed: &mut Claimed) -> Result<()> {
+        self.write(claimed, Write::heartbeat).await
+    }
+
+    /// Gives the partition back unfinished; the bookmark stays.
+    pub async fn release(&self, mut claimed: Claimed, progress: Progress) -> Result<PartitionDoc> {
+        self.write(&mut claimed, |holder, id| Write::release(holder, id, progress)).await?;
+        Ok(claimed.doc)
+    }
+
+    pub async fn complete(&self, mut claimed: Claimed, progress: Progress) -> Result<PartitionDoc> {
+        self.write(&mut claimed, |holder, id| Write::complete(holder, id, progress)).await?;
+        Ok(claimed.doc)
+    }
+
+    pub async fn fail(&self, mut claimed: Claimed, progress: Progress, error: String, retryable: bool) -> Result<PartitionDoc> {
+        self.write(&mut claimed, |holder, id| Write::fail(holder, id, progress, error, retryable)).await?;
+        Ok(claimed.doc)
+    }
+
+    /// One holder write from the cached document. A write left unresolved by
+    /// an earlier failure is settled first, from a fresh read.
+    async fn write(&self, claimed: &mut Claimed, make: impl FnOnce(Holder, u64) -> Write<PartitionDoc>) -> Result<()> {
+        if let Some(pending) = claimed.unresolved.clone() {
+            let outcome = self.run(Update::new(&claimed.key, pending, self.config)).await;
+            self.settle(claimed, outcome).await?;
+            if claimed.lease().released_at.is_some() {
+                return Ok(()); // the settled write was itself a release, completion or failure
+            }
+        }
+        let write = make(claimed.holder(), rand::random());
+        let finishing = write.finish.is_some();
+        let op = Update::from_cached(&claimed.key, write.clone(), self.config, claimed.doc.clone(), claimed.version.clone());
+        let outcome = self.run(op).await;
+        if matches!(outcome, Err(Error::Unavailable { .. } | Error::Core(oxiflow_core::Error::Conflict { .. }))) {
+            claimed.unresolved = Some(write);
+        }
+        let settled = self.settle(claimed, outcome).await;
+        match settled {
+            // Our own release, completion or failure honoured the stop too.
+            Err(Error::StopRequested { .. }) if finishing => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Takes in a holder write's outcome; a stop request ends the holding.
+    async fn settle(&self, claimed: &mut Claimed, outcome: Result<Committed<PartitionDoc>>) -> Result<()> {
+        let c = outcome?;
+        claimed.unresolved = None;
+        claimed.doc = c.doc;
+        claimed.version = c.version;
+        let lease = claimed.lease().clone();
+        let Some(stop) = lease.stop_requested.clone() else { return Ok(()) };
+        if lease.released_at.is_none() {
+            // Our write landed before the stop request: release now.
+            let release = Write::release(Holder::of(&lease), rand::random(), Progress::default());
+            let c = self.run(Update::from_cached(&claimed.key, release, self.config, claimed.doc.clone(), claimed.version.clone())).await?;
+            claimed.doc = c.doc;
+            claimed.version = c.version;
+        }
+        Err(Error::StopRequested { key: claimed.key.clone(), requested_by: stop.requested_by.to_string() })
+    }
+
+    /// Reads and decodes one document.
+    pub async fn read<D: Document>(&self, key: &str) -> Result<Option<(D, oxiflow_core::Version)>> {
+        let limits = &self.config.limits;
+        match self.store.get(key, limits.max_document_bytes).await? {
+            None => Ok(None),
+            Some(o) => Ok(Some((codec::decode(key, &o.body, limits)?, o.version))),
+        }
+    }
+
+    /// All pipelines in the store.
+    pub async fn list_pipelines(&self) -> Result<Vec<PipelineId>> {
+        let keys = self.store.list(keys::PIPELINES_PREFIX).await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| match keys::parse(k) {
+                Ok(keys::DocKey::Pipeline(p)) => Some(p),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The pipeline document and all its partition documents.
+    pub async fn load(&self, pipeline: &PipelineId) -> Result<(PipelineDoc, Vec<PartitionDoc>)> {
+        let key = keys::pipeline_doc(pipeline);
+        let (doc, _) = self.read::<PipelineDoc>(&key).await?.ok_or(oxiflow_core::Error::NotFound { key })?;
+        let part_keys = self.store.list(&keys::partitions_prefix(pipeline)).await?;
+        let partitions: Vec<PartitionDoc> = futures::stream::iter(part_keys)
+            .map(|k| async move { self.read::<PartitionDoc>(&k).await })
+            .buffered(READ_CONCURRENCY)
+            .try_filter_map(|d| async move { Ok(d.map(|(doc, _)| doc)) })
+            .try_collect()
+            .await?;
+        Ok((doc, partitions))
+    }
+
+    /// The aggregated view of a pipeline now.
+    pub async fn view(&self, pipeline: &PipelineId) -> Result<PipelineState> {
+        let (doc, partitions) = self.load(pipeline).await?;
+        Ok(aggregate(&doc, &partitions, self.now(), &self.config.lease, self.config.limits.errors_keep_last)?)
+    }
+
+    /// Asks `worker` to release everything it holds and stop. Returns the
+    /// keys of the documents that carry the request now.
+    pub async fn request_stop(&self, worker: &WorkerId, requested_by: &WorkerId) -> Result<Vec<String>> {
+        let mut asked = Vec::new();
+        for pipeline in self.list_pipelines().await? {
+            for key in self.store.list(&keys::partitions_prefix(&pipeline)).await? {
+                let Some((doc, version)) = self.read::<PartitionDoc>(&key).await? else { continue };
+                let held = doc.lease.as_ref().is_some_and(|l| &l.worker_id == worker && l.released_at.is_none());
+                if !held {
+                    continue;
+                }
+                let stop = RequestStop::<PartitionDoc>::new(worker.clone(), requested_by.clone());
+                let c = self.run(Update::from_cached(&key, stop, self.config, doc, version)).await?;
+                if c.doc.lease.as_ref().is_some_and(|l| l.stop_requested.is_some() && l.released_at.is_none()) {
+                    asked.push(key);
+                }
+            }
+        }
+        Ok(asked)
+    }
+
+    /// Releases every lease that expired past the skew allowance (dead
+    /// workers'); returns the keys released.
+    pub async fn cleanup_stale_leases(&self) -> Result<Vec<String>> {
+        let now = self.now();
+        let mut released = Vec::new();
+        for pipeline in self.list_pipelines().await? {
+            for key in self.store.list(&keys::partitions_prefix(&pipeline)).await? {
+                let Some((doc, version)) = self.read::<PartitionDoc>(&key).await? else { continue };
+                if !matches!(LeaseStatus::of(doc.lease.as_ref(), now, &self.config.lease), LeaseStatus::Expired { .. }) {
+                    continue;
+                }
+                if self.run(Update::from_cached(&key, Operator::ReleaseExpired, self.config, doc, version)).await?.wrote {
+                    released.push(key);
+                }
+            }
+        }
+        Ok(released)
+    }
+
+    /// Starts a new run: the pipeline's run id, then every partition reset
+    /// (statuses and counters; bookmarks kept). Refused while any partition
+    /// is held.
+    pub async fn new_run(&self, pipeline: &PipelineId, run_id: &RunId) -> Result<()> {
+        for key in self.store.list(&keys::partitions_prefix(pipeline)).await? {
+            self.run(Update::new(&key, Operator::NewRun { run_id: run_id.clone() }, self.config)).await?;
+        }
+        self.run(Update::new(keys::pipeline_doc(pipeline), oxiflow_core::NewPipelineRun { run_id: run_id.clone() }, self.config)).await?;
+        Ok(())
+    }
+
+    /// Every document of a pipeline, for `import` into this or another store.
+    pub async fn export(&self, pipeline: &PipelineId) -> Result<Export> {
+        let (doc, partitions) = self.load(pipeline).await?;
+        Ok(Export { kind: EXPORT_KIND.into(), format_version: oxiflow_core::FORMAT_VERSION, pipeline: doc, partitions })
+    }
+
+    /// Writes an export's documents. Refuses (changing nothing) when the
+    /// pipeline exists, unless `replace`, which overwrites each document
+    /// with a compare-and-swap over its current version.
+    pub async fn import(&self, export: &Export, replace: bool) -> Result<()> {
+        if export.kind != EXPORT_KIND {
+            return Err(oxiflow_core::Error::InvalidInput { reason: format!("not an oxiflow export (kind {:?})", export.kind) }.into());
+        }
+        for p in &export.partitions {
+            if p.pipeline_id != export.pipeline.pipeline_id {
+                return Err(oxiflow_core::Error::InvalidInput {
+                    reason: format!("partition {} belongs to pipeline {}", p.partition_id(), p.pipeline_id),
+                }
+                .into());
+            }
+        }
+        let pipeline = &export.pipeline.pipeline_id;
+        let pipeline_key = keys::pipeline_doc(pipeline);
+        if !replace && self.store.get(&pipeline_key, self.config.limits.max_document_bytes).await?.is_some() {
+            return Err(Error::AlreadyExists { store: self.store.describe().into(), key: pipeline_key });
+        }
+        for p in &export.partitions {
+            self.put_document(&keys::partition_doc(pipeline, &p.partition_id()), p).await?;
+        }
+        self.put_document(&pipeline_key, &export.pipeline).await
+    }
+
+    /// Writes `doc` at `key`, creating it or replacing what is there by CAS.
+    /// The stored version number only grows.
+    async fn put_document<D: Work>(&self, key: &str, doc: &D) -> Result<()> {
+        let limits = &self.config.limits;
+        let body = codec::encode(key, doc, limits)?;
+        match self.store.put_if_absent(key, body).await {
+            Ok(_) => Ok(()),
+            Err(Error::AlreadyExists { .. }) => {
+                let (current, version) = self.read::<D>(key).await?.ok_or_else(|| oxiflow_core::Error::NotFound { key: key.into() })?;
+                let mut replacement = doc.clone();
+                while replacement.version() <= current.version() {
+                    replacement.stamp(self.now());
+                }
+                self.store.put_if_match(key, codec::encode(key, &replacement, limits)?, &version).await.map(drop)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Copies pipelines (all when `pipelines` is empty) into `target`.
+    pub async fn copy_to(&self, target: &StateManager, pipelines: &[PipelineId], replace: bool) -> Result<Vec<PipelineId>> {
+        let pipelines = if pipelines.is_empty() { self.list_pipelines().await? } else { pipelines.to_vec() };
+        for p in &pipelines {
+            target.import(&self.export(p).await?, replace).await?;
+        }
+        Ok(pipelines)
+    }
+
+    /// Checks that the store honours both write conditions, naming what it
+    /// ignores. A store that fails is refused: it would let two workers hold
+    /// one lease.
+    pub async fn probe(&self) -> Result<ProbeReport> {
+        let store = self.store.as_ref();
+        let key = format!("_oxiflow/probe/{:016x}", rand::random::<u64>());
+        let unsafe_store = |reason: &str| Error::UnsafeStore { store: store.describe().into(), reason: reason.into() };
+        let v1 = store.put_if_absent(&key, b"probe 1".to_vec()).await?;
+        let create_if_absent = match store.put_if_absent(&key, b"probe 2".to_vec()).await {
+            Err(Error::AlreadyExists { .. }) => true,
+            Ok(_) => false,
+            Err(e) => return Err(e),
+        };
+        let v2 = store.put_if_match(&key, b"probe 3".to_vec(), &v1).await;
+        let update_if_match = match (&v2, store.put_if_match(&key, b"probe 4".to_vec(), &v1).await) {
+            (Ok(_), Err(Error::Precondition { .. })) => true,
+            (Ok(_), Ok(_)) | (Err(Error::Precondition { .. }), _) => false,
+            (Err(e), _) => return Err(unsafe_store(&format!("an update with the current version failed: {e}"))),
+            (_, Err(e)) => return Err(e),
+        };
+        store.delete(&key).await?;
+        if !create_if_absent {
+            return Err(unsafe_store("it ignores If-None-Match: a second create of the same key succeeded"));
+        }
+        if !update_if_match {
+            return Err(unsafe_store("it ignores If-Match: an update with a stale version succeeded"));
+        }
+        Ok(ProbeReport {
+            store: store.describe().into(),
+            create_if_absent,
+            update_if_match,
+            etags: v1.e_tag.is_some(),
+            generations: v1.version.is_some(),
+        })
+    }
+}
