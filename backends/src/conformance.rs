@@ -267,8 +267,8 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
     assert_eq!(serde_json::from_str::<crate::Export>(&json).unwrap(), export, "{name}: export JSON round-trips");
 
     // copy between two different stores
-    let copied = StateManager::new(store.clone(), config).copy_to(&target, &[pipeline.clone()], true).await.unwrap();
-    assert_eq!(copied, [pipeline.clone()]);
+    let copied = StateManager::new(store.clone(), config).copy_to(&target, std::slice::from_ref(&pipeline), true).await.unwrap();
+    assert_eq!(copied, std::slice::from_ref(&pipeline));
 
     // a new run resets statuses and counters, keeps bookmarks
     m.new_run(&pipeline, &id("run-2")).await.unwrap_or_else(|e| panic!("{name}: new run: {e}"));
