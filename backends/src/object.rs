@@ -131,6 +131,7 @@ impl ObjectStoreBackend {
     fn fold(&self, key: &str, e: object_store::Error) -> Error {
         let store = self.describe.clone();
         match e {
+            e if names_missing_bucket(&e) => Error::MissingBucket { store },
             object_store::Error::AlreadyExists { .. } => Error::AlreadyExists { store, key: key.into() },
             object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. } => {
                 Error::Precondition { store, key: key.into() }
@@ -143,12 +144,22 @@ impl ObjectStoreBackend {
     }
 }
 
+/// A 404 for the bucket, not the key: S3 says NoSuchBucket, Azure
+/// ContainerNotFound (object_store reports both as `NotFound`).
+fn names_missing_bucket(e: &object_store::Error) -> bool {
+    let text = error_chain(e);
+    MISSING_BUCKET.iter().any(|n| text.contains(n))
+}
+
+const MISSING_BUCKET: [&str; 4] =
+    ["NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist", "The specified container does not exist"];
+
 /// Sorts the remaining failures by what their text says; object_store
 /// reports HTTP failures as `Generic` with the server's message inside.
 fn classify(store: String, e: &object_store::Error) -> Error {
     let text = error_chain(e);
     let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
-    if has(&["NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist", "The specified container does not exist"]) {
+    if has(&MISSING_BUCKET) {
         Error::MissingBucket { store }
     } else if has(&[
         "InvalidAccessKeyId",
@@ -211,7 +222,7 @@ impl ConditionalStore for ObjectStoreBackend {
         let path = self.path(key)?;
         let result = match self.inner.get(&path).await {
             Ok(r) => r,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e @ object_store::Error::NotFound { .. }) if !names_missing_bucket(&e) => return Ok(None),
             Err(e) => return Err(classify(self.describe.clone(), &e)),
         };
         let size = usize::try_from(result.meta.size).unwrap_or(usize::MAX);
@@ -245,6 +256,9 @@ impl ConditionalStore for ObjectStoreBackend {
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
         match self.inner.delete(&path).await {
+            Err(e @ object_store::Error::NotFound { .. }) if names_missing_bucket(&e) => {
+                Err(Error::MissingBucket { store: self.describe.clone() })
+            }
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(classify(self.describe.clone(), &e)),
         }

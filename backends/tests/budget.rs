@@ -1,0 +1,69 @@
+//! Request budgets, counted (not timed): uncontended, a claim is 2 requests,
+//! a checkpoint 1, a release 1, and the background heartbeat sends nothing
+//! while checkpoints come more often than its interval.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxiflow_backends::{CountingStore, RequestCounts, StateManager, StepPlan};
+use oxiflow_core::{Config, LeaseConfig, PartitionId, Progress};
+
+fn ids() -> (oxiflow_core::PipelineId, oxiflow_core::StepId, oxiflow_core::WorkerId) {
+    ("orders".parse().unwrap(), "extract".parse().unwrap(), "w1".parse().unwrap())
+}
+
+#[tokio::test]
+async fn claim_checkpoint_release_cost_2_1_1_requests() {
+    let counting = Arc::new(CountingStore::new(support::memory()));
+    let m = StateManager::new(counting.clone(), Config::default());
+    let (p, s, w) = ids();
+    m.create_pipeline(&p, &"r1".parse().unwrap(), &[StepPlan { step_id: s.clone(), shards: None }]).await.unwrap();
+    let part = PartitionId::step(s);
+
+    let before = counting.counts();
+    let mut c = m.claim(&p, &part, &w).await.unwrap();
+    let claim = counting.counts().since(&before);
+    assert_eq!(claim, RequestCounts { get: 1, put_if_match: 1, ..RequestCounts::default() });
+
+    let before = counting.counts();
+    for i in 0..10 {
+        m.checkpoint(&mut c, Progress { add_records: 1, batch_number: Some(i), ..Progress::default() }).await.unwrap();
+    }
+    let checkpoints = counting.counts().since(&before);
+    assert_eq!(checkpoints, RequestCounts { put_if_match: 10, ..RequestCounts::default() }, "one PUT per checkpoint");
+
+    let before = counting.counts();
+    m.release(c, Progress::default()).await.unwrap();
+    assert_eq!(counting.counts().since(&before), RequestCounts { put_if_match: 1, ..RequestCounts::default() });
+    println!("requests: claim {}, checkpoint {}, release 1", claim.total(), checkpoints.total() / 10);
+}
+
+/// Virtual time (tokio's paused clock): the heartbeat task wakes on
+/// schedule, with no real waiting.
+#[tokio::test(start_paused = true)]
+async fn heartbeat_writes_only_when_checkpoints_stop() {
+    let counting = Arc::new(CountingStore::new(support::memory()));
+    let lease = LeaseConfig { ttl: Duration::from_secs(30), heartbeat_interval: Duration::from_secs(10), ..LeaseConfig::default() };
+    let m = StateManager::new(counting.clone(), Config { lease, ..Config::default() });
+    let (p, s, w) = ids();
+    m.create_pipeline(&p, &"r1".parse().unwrap(), &[StepPlan { step_id: s.clone(), shards: None }]).await.unwrap();
+    let held = m.keep(m.claim(&p, &PartitionId::step(s), &w).await.unwrap());
+
+    // A checkpoint every 3 s (under ttl/3) for a minute: no heartbeat.
+    let before = counting.counts();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        held.checkpoint(Progress { add_records: 1, ..Progress::default() }).await.unwrap();
+    }
+    assert_eq!(counting.counts().since(&before), RequestCounts { put_if_match: 20, ..RequestCounts::default() }, "checkpoints only");
+
+    // Then idle for 35 s: heartbeats at 10, 20 and 30 s keep the lease.
+    let before = counting.counts();
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(counting.counts().since(&before), RequestCounts { put_if_match: 3, ..RequestCounts::default() }, "three heartbeats");
+    let doc = held.doc().await;
+    assert_eq!(doc.records_processed, 20);
+    held.release(Progress::default()).await.unwrap();
+}

@@ -1,0 +1,169 @@
+//! Bad stores and bad input give typed errors a person can act on, and
+//! never leak credentials.
+
+mod support;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use oxiflow_backends::{ConditionalStore, Error, ObjectStoreBackend, ObjectStoreOptions, StateManager, StepPlan};
+use oxiflow_core::{Config, ErrorKind, Object, PartitionId, Version};
+
+const SECRET: &str = "s3cr3t-V4lue-that-must-never-print";
+
+/// A store that ignores both conditions, like some S3-compatible servers do.
+#[derive(Debug)]
+struct IgnoresConditions(Arc<dyn ConditionalStore>);
+
+#[async_trait]
+impl ConditionalStore for IgnoresConditions {
+    fn describe(&self) -> &str {
+        "naive://ignores-conditions"
+    }
+    async fn get(&self, key: &str, max: usize) -> oxiflow_backends::Result<Option<Object>> {
+        self.0.get(key, max).await
+    }
+    async fn put_if_absent(&self, key: &str, body: Vec<u8>) -> oxiflow_backends::Result<Version> {
+        self.0.delete(key).await?;
+        self.0.put_if_absent(key, body).await
+    }
+    async fn put_if_match(&self, key: &str, body: Vec<u8>, _: &Version) -> oxiflow_backends::Result<Version> {
+        self.0.delete(key).await?;
+        self.0.put_if_absent(key, body).await
+    }
+    async fn delete(&self, key: &str) -> oxiflow_backends::Result<()> {
+        self.0.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> oxiflow_backends::Result<Vec<String>> {
+        self.0.list(prefix).await
+    }
+}
+
+#[tokio::test]
+async fn probe_refuses_a_store_that_ignores_conditions() {
+    let m = StateManager::new(Arc::new(IgnoresConditions(support::memory())), Config::default());
+    let err = m.probe().await.unwrap_err();
+    assert!(matches!(err, Error::UnsafeStore { .. }), "{err:?}");
+    assert!(err.to_string().contains("ignores If-None-Match"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_that_is_down_is_unavailable_naming_the_endpoint() {
+    // A port nothing listens on (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let options = ObjectStoreOptions {
+        endpoint: Some(endpoint.clone()),
+        allow_http: true,
+        access_key_id: Some("AKIDEXAMPLE".into()),
+        secret_access_key: Some(SECRET.into()),
+        region: Some("us-east-1".into()),
+        ..ObjectStoreOptions::default()
+    };
+    let store = Arc::new(ObjectStoreBackend::open("s3://bucket/prefix", &options).unwrap());
+    let config = Config { retry: oxiflow_core::RetryPolicy { max_transient_failures: 2, ..Default::default() }, ..Config::default() };
+    let m = StateManager::new(store, config);
+    let p = "orders".parse().unwrap();
+    let err = m.claim(&p, &PartitionId::step("s".parse().unwrap()), &"w".parse().unwrap()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Unavailable { .. }) && err.kind() == ErrorKind::Unavailable, "{err:?}");
+    assert!(text.contains(&endpoint) && text.contains("after 3 attempts"), "{text}");
+    assert!(!text.contains(SECRET) && !format!("{err:?}").contains(SECRET), "credentials leaked: {err:?}");
+}
+
+#[tokio::test]
+async fn a_missing_bucket_says_so() {
+    let Some((_, mut options)) = support::s3_options() else { return };
+    options.secret_access_key = Some(SECRET.into());
+    let store = Arc::new(ObjectStoreBackend::open("s3://no-such-bucket-here/x", &options).unwrap());
+    let err = store.get("pipelines/p/pipeline.json", 1 << 20).await.unwrap_err();
+    assert!(matches!(err, Error::MissingBucket { .. }), "{err:?}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(!format!("{err:?}").contains(SECRET), "credentials leaked: {err:?}");
+}
+
+#[tokio::test]
+async fn wrong_azure_credentials_are_access_denied_without_the_key() {
+    let Ok(endpoint) = std::env::var("OXIFLOW_TEST_AZURE_ENDPOINT") else {
+        assert!(std::env::var_os("CI").is_none(), "azurite must run in CI");
+        return;
+    };
+    let wrong_key = "d3Jvbmcta2V5LXRoYXQtbXVzdC1uZXZlci1wcmludA==";
+    let options = ObjectStoreOptions {
+        endpoint: Some(endpoint),
+        allow_http: true,
+        azure_account: Some("devstoreaccount1".into()),
+        secret_access_key: Some(wrong_key.into()),
+        ..ObjectStoreOptions::default()
+    };
+    let store = ObjectStoreBackend::open("az://oxiflow-test/x", &options).unwrap();
+    let err = store.get("pipelines/p/pipeline.json", 1 << 20).await.unwrap_err();
+    assert!(matches!(err, Error::AccessDenied { .. }), "{err:?}");
+    assert!(!format!("{err:?}").contains(wrong_key), "credentials leaked: {err:?}");
+}
+
+#[tokio::test]
+async fn unknown_schemes_and_bucketless_urls_are_refused_with_the_fix() {
+    for (url, hint) in [
+        ("ftp://x/y", "unknown scheme"),
+        ("s3:///prefix", "no bucket"),
+        ("not a url", "relative URL"),
+        ("file:///tmp/x", "local-directory store"),
+    ] {
+        let err = ObjectStoreBackend::open(url, &ObjectStoreOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::InvalidUrl { .. }) && err.to_string().contains(hint), "{url}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn corrupt_and_oversized_documents_are_typed_and_left_untouched() {
+    let store = support::memory();
+    let m = StateManager::new(store.clone(), Config::default());
+    let p = "orders".parse().unwrap();
+    m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan { step_id: "s".parse().unwrap(), shards: None }]).await.unwrap();
+    let key = "pipelines/orders/partitions/s.json";
+    let original = store.get(key, 1 << 20).await.unwrap().unwrap();
+    let mut damaged = original.body.clone();
+    damaged[40] ^= 0x20;
+    let v = store.put_if_match(key, damaged.clone(), &original.version).await.unwrap();
+    let err = m.claim(&p, &PartitionId::step("s".parse().unwrap()), &"w".parse().unwrap()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corrupt, "{err}");
+    assert!(err.to_string().contains(key) && err.to_string().contains("nothing was overwritten"), "{err}");
+    assert_eq!(store.get(key, 1 << 20).await.unwrap().unwrap().body, damaged, "the damaged bytes are kept as they were");
+
+    let huge = vec![b'x'; (1 << 20) + 1];
+    store.put_if_match(key, huge, &v).await.unwrap();
+    let err = m.claim(&p, &PartitionId::step("s".parse().unwrap()), &"w".parse().unwrap()).await.unwrap_err();
+    assert!(matches!(err, Error::Core(oxiflow_core::Error::TooLarge { .. })), "{err:?}");
+}
+
+#[tokio::test]
+async fn hostile_keys_cannot_leave_the_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = support::local_dir(dir.path());
+    for key in ["../escape", "/etc/passwd", "a/../../b", "a//b", ".lock", "a/.hidden", "a\\b", "a\0b", ""] {
+        let err = store.put_if_absent(key, b"x".to_vec()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{key:?}: {err}");
+    }
+    assert!(!dir.path().parent().unwrap().join("escape").exists());
+}
+
+#[tokio::test]
+async fn a_missing_container_says_so() {
+    let Ok(endpoint) = std::env::var("OXIFLOW_TEST_AZURE_ENDPOINT") else {
+        assert!(std::env::var_os("CI").is_none(), "azurite must run in CI");
+        return;
+    };
+    let options = ObjectStoreOptions {
+        endpoint: Some(endpoint),
+        allow_http: true,
+        azure_account: Some("devstoreaccount1".into()),
+        secret_access_key: Some("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into()),
+        ..ObjectStoreOptions::default()
+    };
+    let store = ObjectStoreBackend::open("az://no-such-container/x", &options).unwrap();
+    let err = store.get("pipelines/p/pipeline.json", 1 << 20).await.unwrap_err();
+    assert!(matches!(err, Error::MissingBucket { .. }), "{err:?}");
+    let err = store.put_if_absent("pipelines/p/pipeline.json", b"x".to_vec()).await.unwrap_err();
+    assert!(matches!(err, Error::MissingBucket { .. }), "{err:?}");
+}
