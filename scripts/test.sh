@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "toolchain: wasm32 target, clippy, rustfmt"
+step "toolchain: wasm32 target, clippy, rustfmt; curl, python3, node for the servers"
+for tool in curl python3 node npm; do command -v "$tool" >/dev/null || { echo "missing $tool"; exit 1; }; done
 rustup target add wasm32-unknown-unknown >/dev/null
 rustup component add clippy rustfmt >/dev/null
 
@@ -25,6 +26,12 @@ if [ -n "$forbidden" ]; then
   echo "oxiflow-core depends on I/O crates:"; echo "$forbidden"; exit 1
 fi
 echo "ok: $(cargo tree -p oxiflow-core -e normal --prefix none --locked | sort -u | wc -l) crates, none of tokio/object_store/reqwest/hyper/mio/getrandom"
+
+step "servers: moto (S3) and azurite (Azure) on free loopback ports"
+source scripts/servers.sh
+start_moto
+start_azurite
+if docker info >/dev/null 2>&1; then echo "docker engine: reachable (MinIO via testcontainers runs)"; else echo "docker engine: not reachable here; MinIO via testcontainers is skipped, moto and azurite cover S3 and Azure"; fi
 
 step "tests (release: the simulation runs 1,000 proptest cases)"
 cargo test --workspace --release --locked
