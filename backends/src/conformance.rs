@@ -276,6 +276,19 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
     assert_eq!((view.run_id.as_str(), view.status, view.records_processed), ("run-2", StatusKind::Pending, 0), "{name}: new run");
     assert_eq!(view.steps[0].partitions[0].last_processed_id.as_deref(), Some("order-300"), "{name}: bookmark kept");
 
+    // history: the last 3 versions of a partition, as create-only copies
+    let hm = StateManager::new(store.clone(), config).with_clock(clock.clock()).with_history(3);
+    let load = PartitionId::step(id("load"));
+    let mut c = hm.claim(&pipeline, &load, &w1).await.unwrap();
+    for _ in 0..4 {
+        hm.checkpoint(&mut c, Progress { add_records: 1, ..Progress::default() }).await.unwrap();
+    }
+    let history = hm.history(&pipeline, &load).await.unwrap();
+    let versions: Vec<u64> = history.iter().map(|d| d.version).collect();
+    let v = c.doc().version;
+    assert_eq!(versions, [v - 2, v - 1, v], "{name}: history keeps the last 3 versions in order");
+    assert_eq!(history.last().unwrap(), c.doc(), "{name}: the newest copy is the live document");
+
     // the store honours both conditions
     let report = m.probe().await.unwrap_or_else(|e| panic!("{name}: probe: {e}"));
     assert!(report.create_if_absent && report.update_if_match);

@@ -37,6 +37,8 @@ pub struct StateManager {
     store: Arc<dyn ConditionalStore>,
     config: Config,
     clock: Clock,
+    /// Create-only copies kept per partition; 0 keeps none.
+    history_keep_last: usize,
 }
 
 impl std::fmt::Debug for StateManager {
@@ -117,7 +119,15 @@ pub struct ProbeReport {
 
 impl StateManager {
     pub fn new(store: Arc<dyn ConditionalStore>, config: Config) -> Self {
-        StateManager { store, config, clock: system_clock() }
+        StateManager { store, config, clock: system_clock(), history_keep_last: 0 }
+    }
+
+    /// Keeps the last `keep_last` versions of every partition document as
+    /// create-only copies under `history/`. Each write then costs one more
+    /// PUT and one LIST (plus a DELETE once the history is full).
+    pub fn with_history(mut self, keep_last: usize) -> Self {
+        self.history_keep_last = keep_last;
+        self
     }
 
     /// Replaces the wall clock (tests, simulations).
@@ -208,6 +218,7 @@ impl StateManager {
     pub async fn claim(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
         let key = keys::partition_doc(pipeline, partition);
         let c = self.run(Update::new(&key, Claim::<PartitionDoc>::new(worker.clone(), rand::random()), self.config)).await?;
+        self.keep_history(&c).await?;
         Ok(Claimed { key, doc: c.doc, version: c.version, unresolved: None })
     }
 
@@ -282,6 +293,7 @@ impl StateManager {
     /// Takes in a holder write's outcome; a stop request ends the holding.
     async fn settle(&self, claimed: &mut Claimed, outcome: Result<Committed<PartitionDoc>>) -> Result<()> {
         let c = outcome?;
+        self.keep_history(&c).await?;
         claimed.unresolved = None;
         claimed.doc = c.doc;
         claimed.version = c.version;
@@ -291,10 +303,41 @@ impl StateManager {
             // Our write landed before the stop request: release now.
             let release = Write::release(Holder::of(&lease), rand::random(), Progress::default());
             let c = self.run(Update::from_cached(&claimed.key, release, self.config, claimed.doc.clone(), claimed.version.clone())).await?;
+            self.keep_history(&c).await?;
             claimed.doc = c.doc;
             claimed.version = c.version;
         }
         Err(Error::StopRequested { key: claimed.key.clone(), requested_by: stop.requested_by.to_string() })
+    }
+
+    /// Copies a freshly written document into the history, dropping the
+    /// oldest copies beyond `history_keep_last`.
+    async fn keep_history(&self, c: &Committed<PartitionDoc>) -> Result<()> {
+        if self.history_keep_last == 0 || !c.wrote {
+            return Ok(());
+        }
+        let (pipeline, partition) = (&c.doc.pipeline_id, c.doc.partition_id());
+        let key = keys::history_doc(pipeline, &partition, c.doc.version);
+        match self.store.put_if_absent(&key, codec::encode(&key, &c.doc, &self.config.limits)?).await {
+            Ok(_) | Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let copies = self.store.list(&keys::history_prefix(pipeline, &partition)).await?;
+        for old in copies.iter().take(copies.len().saturating_sub(self.history_keep_last)) {
+            self.store.delete(old).await?;
+        }
+        Ok(())
+    }
+
+    /// A partition's kept history, oldest first.
+    pub async fn history(&self, pipeline: &PipelineId, partition: &PartitionId) -> Result<Vec<PartitionDoc>> {
+        let mut docs = Vec::new();
+        for key in self.store.list(&keys::history_prefix(pipeline, partition)).await? {
+            if let Some((doc, _)) = self.read::<PartitionDoc>(&key).await? {
+                docs.push(doc);
+            }
+        }
+        Ok(docs)
     }
 
     /// Reads and decodes one document.

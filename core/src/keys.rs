@@ -3,6 +3,7 @@
 //! ```text
 //! pipelines/<pipeline_id>/pipeline.json
 //! pipelines/<pipeline_id>/partitions/<step>[@<shard>].json
+//! pipelines/<pipeline_id>/history/<step>[@<shard>]/<version, 20 digits>.json
 //! ```
 
 use alloc::string::String;
@@ -14,6 +15,7 @@ use crate::id::{PartitionId, PipelineId};
 pub const PIPELINES_PREFIX: &str = "pipelines/";
 const PIPELINE_FILE: &str = "pipeline.json";
 const PARTITIONS_DIR: &str = "partitions/";
+const HISTORY_DIR: &str = "history/";
 const SUFFIX: &str = ".json";
 
 pub fn pipeline_doc(pipeline: &PipelineId) -> String {
@@ -27,6 +29,17 @@ pub fn partition_doc(pipeline: &PipelineId, partition: &PartitionId) -> String {
 /// List this to find a pipeline's partitions.
 pub fn partitions_prefix(pipeline: &PipelineId) -> String {
     alloc::format!("{PIPELINES_PREFIX}{pipeline}/{PARTITIONS_DIR}")
+}
+
+/// A create-only copy of a partition document at `version`. Zero-padded, so
+/// listing returns versions in order.
+pub fn history_doc(pipeline: &PipelineId, partition: &PartitionId, version: u64) -> String {
+    alloc::format!("{}{version:020}{SUFFIX}", history_prefix(pipeline, partition))
+}
+
+/// List this to find a partition's history copies, oldest first.
+pub fn history_prefix(pipeline: &PipelineId, partition: &PartitionId) -> String {
+    alloc::format!("{PIPELINES_PREFIX}{pipeline}/{HISTORY_DIR}{partition}/")
 }
 
 /// A key this layout produced, taken apart again.
@@ -62,6 +75,9 @@ mod tests {
         assert_eq!(pipeline_doc(&p), "pipelines/orders/pipeline.json");
         assert_eq!(partition_doc(&p, &part), "pipelines/orders/partitions/load@3.json");
         assert!(partition_doc(&p, &part).starts_with(&partitions_prefix(&p)));
+        assert_eq!(history_doc(&p, &part, 42), "pipelines/orders/history/load@3/00000000000000000042.json");
+        assert!(history_doc(&p, &part, 42).starts_with(&history_prefix(&p, &part)));
+        assert!(parse(&history_doc(&p, &part, 42)).is_err(), "history copies are not live documents");
         assert_eq!(parse(&pipeline_doc(&p)).unwrap(), DocKey::Pipeline(p.clone()));
         assert_eq!(parse(&partition_doc(&p, &part)).unwrap(), DocKey::Partition(p, part));
     }
