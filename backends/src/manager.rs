@@ -432,6 +432,24 @@ impl StateManager {
         Ok(())
     }
 
+    /// Sets partitions (all, or one step's) back to Pending in the current
+    /// run, counters zeroed, bookmarks kept. Refused while any is held.
+    /// Returns the keys that changed.
+    pub async fn reset(&self, pipeline: &PipelineId, step: Option<&StepId>) -> Result<Vec<String>> {
+        let mut changed = Vec::new();
+        for key in self.store.list(&keys::partitions_prefix(pipeline)).await? {
+            let in_step = match (step, keys::parse(&key)) {
+                (None, _) => true,
+                (Some(s), Ok(keys::DocKey::Partition(_, part))) => &part.step_id == s,
+                (Some(_), _) => false,
+            };
+            if in_step && self.run(Update::new(&key, Operator::Reset, self.config)).await?.wrote {
+                changed.push(key);
+            }
+        }
+        Ok(changed)
+    }
+
     /// Every document of a pipeline, for `import` into this or another store.
     pub async fn export(&self, pipeline: &PipelineId) -> Result<Export> {
         let (doc, partitions) = self.load(pipeline).await?;

@@ -232,6 +232,9 @@ pub enum Operator {
     Resume,
     /// Statuses reset for run `run_id`; bookmarks kept.
     NewRun { run_id: RunId },
+    /// Back to Pending within the current run: counters and attempts
+    /// zeroed, bookmark kept. Idempotent.
+    Reset,
     /// Marks a lease that expired past the skew allowance as released (a
     /// dead worker's), Running → Pending. Nothing changes for a live lease.
     ReleaseExpired,
@@ -249,6 +252,10 @@ impl Mutation for Operator {
             Operator::NewRun { run_id } => {
                 ensure_unheld(key, doc.lease.as_ref(), ctx.now, &ctx.config.lease)?;
                 Ok(doc.new_run(run_id))
+            }
+            Operator::Reset => {
+                ensure_unheld(key, doc.lease.as_ref(), ctx.now, &ctx.config.lease)?;
+                Ok(doc.reset())
             }
             Operator::ReleaseExpired => {
                 if !matches!(LeaseStatus::of(doc.lease.as_ref(), ctx.now, &ctx.config.lease), LeaseStatus::Expired { .. }) {

@@ -206,13 +206,28 @@ impl PartitionDoc {
             return false;
         }
         self.run_id = run_id.clone();
+        self.reset();
+        true
+    }
+
+    /// Pending again in the same run, this run's counters zeroed; the
+    /// bookmark stays. Returns whether anything changed.
+    pub fn reset(&mut self) -> bool {
+        let before = (
+            self.status.clone(),
+            self.records_processed,
+            self.records_failed,
+            self.bytes_processed,
+            self.processing_time_ms,
+            self.attempts,
+        );
         self.status = StepStatus::Pending;
         self.records_processed = 0;
         self.records_failed = 0;
         self.bytes_processed = 0;
         self.processing_time_ms = 0;
         self.attempts = 0;
-        true
+        before != (StepStatus::Pending, 0, 0, 0, 0, 0)
     }
 
     fn push_error(&mut self, message: &str, retryable: bool, worker: &WorkerId, now: Timestamp, limits: &Limits) {
@@ -359,6 +374,18 @@ mod tests {
         assert_eq!(d.last_processed_id.as_deref(), Some("id-42"));
         assert_eq!(d.batch_number, 7);
         assert!(!d.new_run(&RunId::new("r2").unwrap()), "same run id twice is a no-op");
+    }
+
+    #[test]
+    fn reset_keeps_run_and_bookmark_and_is_idempotent() {
+        let mut d = doc();
+        d.start(at(1)).unwrap();
+        d.record(&Progress { last_processed_id: Some("x".into()), add_records: 3, ..Progress::default() }, &w(), at(2), &Limits::default())
+            .unwrap();
+        assert!(d.reset());
+        assert_eq!((d.status.clone(), d.records_processed, d.attempts, d.run_id.as_str()), (StepStatus::Pending, 0, 0, "r1"));
+        assert_eq!(d.last_processed_id.as_deref(), Some("x"));
+        assert!(!d.reset(), "a second reset changes nothing");
     }
 
     #[test]

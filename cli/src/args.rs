@@ -1,0 +1,209 @@
+//! Command-line arguments (clap derive), all in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Pipeline state for Oxide Flow: checkpoints and leases in object storage.
+///
+/// Exit codes: 0 ok, 1 failure, 2 invalid input or config, 3 not found,
+/// 4 conflict, 5 lease held by someone else, 6 fenced (you lost the lease),
+/// 7 corrupt state, 8 store unavailable.
+#[derive(Debug, Parser)]
+#[command(name = "oxiflow", version, propagate_version = true)]
+pub struct Cli {
+    /// Store URL: file:///path, s3://bucket/prefix, gs://…, az://…, memory://
+    /// (default: .oxiflow/state on the local disk).
+    #[arg(long, global = true, env = "OXIFLOW_BACKEND", value_name = "URL")]
+    pub backend: Option<String>,
+    /// Config file (default: .oxiflow/config.yaml here or above).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable JSON on stdout (errors as JSON on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a small extract → transform → load pipeline with several workers,
+    /// a crash and a takeover, on the configured store.
+    Demo(DemoArgs),
+    /// Inspect and manage pipeline state.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Claim a step (or `step@shard`) for a worker: prints its checkpoint.
+    Claim(ClaimArgs),
+    /// Record progress for a step the worker holds (one read + one CAS).
+    Checkpoint(CheckpointArgs),
+    /// Give a held step back unfinished.
+    Release(HolderArgs),
+    /// Run or manage workers.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
+    /// Leases.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// Check that the store honours conditional writes, and show the settings.
+    Doctor,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Shards of the extract and transform steps.
+    #[arg(long, default_value_t = 4)]
+    pub shards: u32,
+    /// Records in the generated dataset.
+    #[arg(long, default_value_t = 20_000)]
+    pub records: u64,
+    /// Workers running at once.
+    #[arg(long, default_value_t = 3)]
+    pub workers: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Create a pipeline and its steps (idempotent).
+    Create {
+        pipeline: String,
+        /// Steps in order; `name:N` splits a step into N shards.
+        #[arg(long = "step", required = true, value_name = "STEP[:SHARDS]")]
+        steps: Vec<String>,
+        #[arg(long, default_value = "run-1")]
+        run_id: String,
+    },
+    /// List pipelines.
+    List {
+        /// Only pipelines with a step running or a live lease.
+        #[arg(long)]
+        active: bool,
+    },
+    /// Show a pipeline: steps, progress, leases, recent errors.
+    Show { pipeline: String },
+    /// Kept versions of a step's document (needs history.keep_last > 0).
+    History {
+        pipeline: String,
+        /// `step` or `step@shard` (default: every partition).
+        #[arg(long)]
+        step: Option<String>,
+    },
+    /// Write a pipeline's documents as JSON.
+    Export {
+        pipeline: String,
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Load a pipeline from an export (refuses to overwrite unless --replace).
+    Import {
+        pipeline: String,
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Copy pipelines (default: all) to another store.
+    Copy {
+        #[arg(long, value_name = "URL")]
+        to: String,
+        pipelines: Vec<String>,
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Release leases whose holders are dead (expired past the skew allowance).
+    Cleanup {
+        #[arg(long, required = true)]
+        stale_workers: bool,
+    },
+    /// Set steps back to pending (counters zeroed, bookmarks kept).
+    Reset {
+        pipeline: String,
+        #[arg(long)]
+        step: Option<String>,
+        /// Start a new run (new run id) instead of resetting within this one.
+        #[arg(long, conflicts_with = "step")]
+        new_run: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HolderArgs {
+    pub pipeline: String,
+    /// `step` or `step@shard`.
+    pub step: String,
+    #[arg(long, env = "OXIFLOW_WORKER_ID")]
+    pub worker: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ClaimArgs {
+    #[command(flatten)]
+    pub holder: HolderArgs,
+    /// Lease time to live (default from config, 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    pub holder: HolderArgs,
+    /// The bookmark: the last id processed.
+    #[arg(long)]
+    pub last_id: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    pub add_records: u64,
+    #[arg(long, default_value_t = 0)]
+    pub add_failed: u64,
+    #[arg(long, default_value_t = 0)]
+    pub add_bytes: u64,
+    #[arg(long)]
+    pub batch: Option<u64>,
+    /// A user field, `key=value` (empty value removes it). Repeatable.
+    #[arg(long = "extra", value_name = "KEY=VALUE")]
+    pub extra: Vec<String>,
+    /// Mark the step completed and release it.
+    #[arg(long, conflicts_with = "fail")]
+    pub complete: bool,
+    /// Mark the step failed with this message and release it.
+    #[arg(long, value_name = "MESSAGE")]
+    pub fail: Option<String>,
+    /// With --fail: a later claim may retry the step.
+    #[arg(long, requires = "fail")]
+    pub retryable: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Claim free or expired steps of a pipeline and run CMD for each batch.
+    Start {
+        #[arg(long)]
+        pipeline: String,
+        #[arg(long, env = "OXIFLOW_WORKER_ID")]
+        worker_id: Option<String>,
+        /// Run per batch with the checkpoint in OXIFLOW_* variables; prints
+        /// JSON lines of progress; `{"done": true}` completes the step.
+        #[arg(long, value_name = "CMD")]
+        exec: String,
+    },
+    /// Workers holding leases now.
+    List {
+        #[arg(long)]
+        pipeline: Option<String>,
+    },
+    /// Ask a worker to release its leases and stop.
+    Stop {
+        #[arg(long)]
+        worker_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Leases of a pipeline's steps.
+    Status { pipeline: String },
+}

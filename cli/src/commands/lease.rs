@@ -1,0 +1,158 @@
+//! `claim`, `checkpoint`, `release`, `lock status`, `worker list|stop`:
+//! short processes for scripts. Each checkpoint is one read + one CAS.
+
+use std::collections::BTreeMap;
+
+use oxiflow_core::{keys, LeaseStatus, PartitionDoc, PipelineId, Progress};
+use serde::Serialize;
+
+use super::{partition_id, pipeline_id, worker_id, Ctx, PartitionReport};
+use crate::args::{CheckpointArgs, ClaimArgs, HolderArgs};
+use crate::output::{self, Table};
+
+fn report(ctx: &Ctx, doc: &PartitionDoc) -> anyhow::Result<()> {
+    let m = ctx.manager()?;
+    let r = PartitionReport::of(doc, m.now(), &m.config().lease);
+    if ctx.json {
+        output::json(&r)
+    } else {
+        println!("{}", r.line(m.now()));
+        Ok(())
+    }
+}
+
+pub async fn claim(ctx: &mut Ctx, args: &ClaimArgs) -> anyhow::Result<()> {
+    if let Some(ttl) = args.ttl {
+        ctx.settings.core.lease.ttl = ttl;
+        ctx.settings.core.lease.validate()?;
+    }
+    let h = &args.holder;
+    let m = ctx.manager()?;
+    let claimed = m.claim(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
+    report(ctx, claimed.doc())
+}
+
+fn progress(args: &CheckpointArgs) -> anyhow::Result<Progress> {
+    let mut extra = BTreeMap::new();
+    for kv in &args.extra {
+        let (k, v) =
+            kv.split_once('=').ok_or_else(|| oxiflow_core::Error::InvalidInput { reason: format!("--extra {kv:?} must be key=value") })?;
+        extra.insert(k.to_string(), v.to_string());
+    }
+    Ok(Progress {
+        last_processed_id: args.last_id.clone(),
+        batch_number: args.batch,
+        add_records: args.add_records,
+        add_failed: args.add_failed,
+        add_bytes: args.add_bytes,
+        extra,
+        ..Progress::default()
+    })
+}
+
+pub async fn checkpoint(ctx: &Ctx, args: &CheckpointArgs) -> anyhow::Result<()> {
+    let h = &args.holder;
+    let m = ctx.manager()?;
+    let progress = progress(args)?;
+    let mut held = m.adopt(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
+    let doc = if args.complete {
+        m.complete(held, progress).await?
+    } else if let Some(message) = &args.fail {
+        m.fail(held, progress, message.clone(), args.retryable).await?
+    } else {
+        m.checkpoint(&mut held, progress).await?;
+        held.doc().clone()
+    };
+    report(ctx, &doc)
+}
+
+pub async fn release(ctx: &Ctx, h: &HolderArgs) -> anyhow::Result<()> {
+    let m = ctx.manager()?;
+    let held = m.adopt(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
+    let doc = m.release(held, Progress::default()).await?;
+    report(ctx, &doc)
+}
+
+/// Every partition of `pipelines` with a live (unreleased) lease.
+async fn leases(ctx: &Ctx, pipelines: Vec<PipelineId>) -> anyhow::Result<Vec<PartitionReport>> {
+    let m = ctx.manager()?;
+    let mut out = Vec::new();
+    for p in pipelines {
+        let (_, parts) = m.load(&p).await?;
+        for doc in parts {
+            if doc.lease.as_ref().is_some_and(|l| l.released_at.is_none()) {
+                out.push(PartitionReport::of(&doc, m.now(), &m.config().lease));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn print_leases(ctx: &Ctx, reports: &[PartitionReport]) -> anyhow::Result<()> {
+    if ctx.json {
+        return output::json(&reports);
+    }
+    if reports.is_empty() {
+        println!("no leases held");
+        return Ok(());
+    }
+    let now = ctx.manager()?.now();
+    let mut t = Table::new(&["PIPELINE", "STEP", "WORKER", "EPOCH", "EXPIRES", "STATUS", "RECORDS"]);
+    for r in reports {
+        let expires = r.expires_at.map(|e| output::relative(e, now)).unwrap_or_default();
+        let expires =
+            if matches!(r.lease, Some(LeaseStatus::Expired { .. })) { output::warn(&format!("{expires} (stale)")) } else { expires };
+        t.row(vec![
+            r.pipeline_id.to_string(),
+            r.partition.clone(),
+            r.worker_id.as_ref().map(ToString::to_string).unwrap_or_default(),
+            r.epoch.unwrap_or(0).to_string(),
+            expires,
+            output::status(r.status.kind()),
+            r.records_processed.to_string(),
+        ]);
+    }
+    t.print();
+    Ok(())
+}
+
+pub async fn lock_status(ctx: &Ctx, pipeline: &str) -> anyhow::Result<()> {
+    let reports = leases(ctx, vec![pipeline_id(pipeline)?]).await?;
+    print_leases(ctx, &reports)
+}
+
+pub async fn worker_list(ctx: &Ctx, pipeline: Option<&str>) -> anyhow::Result<()> {
+    let pipelines = match pipeline {
+        Some(p) => vec![pipeline_id(p)?],
+        None => ctx.manager()?.list_pipelines().await?,
+    };
+    let reports = leases(ctx, pipelines).await?;
+    print_leases(ctx, &reports)
+}
+
+#[derive(Serialize)]
+struct StopReport {
+    worker_id: String,
+    asked: Vec<String>,
+}
+
+pub async fn worker_stop(ctx: &Ctx, worker: &str) -> anyhow::Result<()> {
+    let m = ctx.manager()?;
+    let by = worker_id(&format!("oxiflow-cli-{}", std::process::id()))?;
+    let asked = m.request_stop(&worker_id(worker)?, &by).await?;
+    if ctx.json {
+        return output::json(&StopReport { worker_id: worker.into(), asked });
+    }
+    match asked.len() {
+        0 => println!("{worker} holds no leases"),
+        n => {
+            println!("asked {worker} to stop; it releases {n} lease(s) at its next write:");
+            for key in asked {
+                if let Ok(keys::DocKey::Partition(p, part)) = keys::parse(&key) {
+                    println!("  {p}/{part}");
+                }
+            }
+        }
+    }
+    Ok(())
+}

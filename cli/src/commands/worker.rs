@@ -1,0 +1,203 @@
+//! `oxiflow worker start`: a real worker loop. It claims free or expired
+//! partitions of a pipeline, runs `--exec CMD` per batch with the checkpoint
+//! in its environment, checkpoints the JSON progress lines CMD prints, keeps
+//! the lease alive in between, honours `worker stop`, and on SIGINT/SIGTERM
+//! finishes the batch, releases its lease and exits.
+//!
+//! CMD's protocol: it reads `OXIFLOW_LAST_PROCESSED_ID`, `OXIFLOW_BATCH_NUMBER`
+//! and friends, and prints one JSON object per line:
+//! `{"records": 100, "bytes": 5120, "failed": 0, "last_id": "order-100", "batch": 3, "error": "…", "done": true}`
+//! (every field optional). Each line is checkpointed. Exit 0 with `done` (or
+//! with no output at all) completes the step; exit 0 otherwise runs another
+//! batch; a non-zero exit fails the step as retryable.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use oxiflow_backends::{Error as StoreError, Held, StateManager};
+use oxiflow_core::{LeaseStatus, PartitionDoc, PipelineId, Progress, StatusKind, StepStatus, WorkerId};
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::sync::watch;
+
+use super::{pipeline_id, worker_id, Ctx};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProgressLine {
+    #[serde(default)]
+    records: u64,
+    #[serde(default)]
+    failed: u64,
+    #[serde(default)]
+    bytes: u64,
+    last_id: Option<String>,
+    batch: Option<u64>,
+    error: Option<String>,
+    #[serde(default)]
+    done: bool,
+}
+
+/// How one partition's work ended.
+enum Ended {
+    Completed,
+    Failed,
+    /// Someone asked us to stop, or a signal came: leave.
+    Stop,
+    /// We lost the lease: try another partition.
+    Lost,
+}
+
+fn signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received: finishing the batch, then releasing");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// A partition this worker may claim now.
+fn claimable(doc: &PartitionDoc, m: &StateManager) -> bool {
+    let open = match &doc.status {
+        StepStatus::Pending | StepStatus::Running { .. } => true,
+        StepStatus::Failed { retryable, .. } => *retryable,
+        StepStatus::Completed { .. } | StepStatus::Paused => false,
+    };
+    open && LeaseStatus::of(doc.lease.as_ref(), m.now(), &m.config().lease).is_claimable()
+}
+
+pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) -> anyhow::Result<()> {
+    let m = ctx.manager()?;
+    let p = pipeline_id(pipeline)?;
+    let me = match worker {
+        Some(w) => worker_id(w)?,
+        None => worker_id(&format!("worker-{}-{:04x}", std::process::id(), rand::random::<u16>()))?,
+    };
+    let stop = signals();
+    eprintln!("{me}: working on {p} in {}", ctx.settings.url);
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let (_, parts) = m.load(&p).await?;
+        if parts
+            .iter()
+            .all(|d| matches!(d.status.kind(), StatusKind::Completed) || matches!(d.status, StepStatus::Failed { retryable: false, .. }))
+        {
+            eprintln!("{me}: nothing left to do in {p}");
+            return Ok(());
+        }
+        let Some(doc) = parts.iter().find(|d| claimable(d, &m)) else {
+            // Everything open is held by others: wait for a release or an expiry.
+            let mut stop = stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        };
+        let claimed = match m.claim(&p, &doc.partition_id(), &me).await {
+            Ok(c) => c,
+            Err(StoreError::Core(
+                oxiflow_core::Error::LeaseHeld { .. }
+                | oxiflow_core::Error::Conflict { .. }
+                | oxiflow_core::Error::InvalidTransition { .. },
+            )) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        eprintln!("{me}: claimed {p}/{} (epoch {})", doc.partition_id(), claimed.lease().epoch);
+        match work(&p, &me, m.keep(claimed), exec, stop.clone()).await? {
+            Ended::Completed | Ended::Failed | Ended::Lost => {}
+            Ended::Stop => return Ok(()),
+        }
+    }
+}
+
+/// Runs batches on one held partition until it completes, fails, or we stop.
+async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: watch::Receiver<bool>) -> anyhow::Result<Ended> {
+    loop {
+        let doc = held.doc().await;
+        let part = doc.partition_id();
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(exec)
+            .env("OXIFLOW_PIPELINE", p.as_str())
+            .env("OXIFLOW_STEP", doc.step_id.as_str())
+            .env("OXIFLOW_SHARD", doc.shard.map(|s| s.to_string()).unwrap_or_default())
+            .env("OXIFLOW_PARTITION", part.to_string())
+            .env("OXIFLOW_WORKER_ID", me.as_str())
+            .env("OXIFLOW_LAST_PROCESSED_ID", doc.last_processed_id.clone().unwrap_or_default())
+            .env("OXIFLOW_BATCH_NUMBER", doc.batch_number.to_string())
+            .env("OXIFLOW_RECORDS_PROCESSED", doc.records_processed.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot run {exec:?}: {e}"))?;
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let mut stderr = child.stderr.take().expect("piped");
+        let (mut done, mut saw_output) = (false, false);
+        while let Some(line) = lines.next_line().await? {
+            if line.trim().is_empty() {
+                continue;
+            }
+            saw_output = true;
+            let parsed: ProgressLine = match serde_json::from_str(&line) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!("ignoring a line that is not progress JSON ({e}): {line}");
+                    continue;
+                }
+            };
+            done |= parsed.done;
+            let progress = Progress {
+                last_processed_id: parsed.last_id,
+                batch_number: parsed.batch,
+                add_records: parsed.records,
+                add_failed: parsed.failed,
+                add_bytes: parsed.bytes,
+                errors: parsed.error.into_iter().collect(),
+                ..Progress::default()
+            };
+            match held.checkpoint(progress).await {
+                Ok(()) => {}
+                Err(StoreError::StopRequested { requested_by, .. }) => {
+                    eprintln!("{me}: stop requested by {requested_by}; released {p}/{part}");
+                    return Ok(Ended::Stop);
+                }
+                Err(StoreError::Core(e @ oxiflow_core::Error::Fenced { .. })) => {
+                    eprintln!("{me}: {e}");
+                    return Ok(Ended::Lost);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let status = child.wait().await?;
+        let mut err_text = String::new();
+        stderr.read_to_string(&mut err_text).await?;
+        if !status.success() {
+            let last = err_text.lines().last().unwrap_or("").to_string();
+            let message = format!("{exec:?} exited with {status}: {last}");
+            eprintln!("{me}: {p}/{part} failed: {message}");
+            held.fail(Progress::default(), message, true).await?;
+            return Ok(Ended::Failed);
+        }
+        if done || !saw_output {
+            let doc = held.complete(Progress::default()).await?;
+            eprintln!("{me}: completed {p}/{part} ({} records)", doc.records_processed);
+            return Ok(Ended::Completed);
+        }
+        if *stop.borrow_and_update() {
+            held.release(Progress::default()).await?;
+            eprintln!("{me}: released {p}/{part}; exiting");
+            return Ok(Ended::Stop);
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Configuration: `.oxiflow/config.yaml` (found by walking up from the
+//! current directory), overridden by `OXIFLOW_*` environment variables, then
+//! by flags. String values may use `${VAR}` and `${VAR:-default}`.
+//!
+//! With nothing configured, state lives in `.oxiflow/state` on the local
+//! disk: the embedded default.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxiflow_backends::{ConditionalStore, LocalDirStore, ObjectStoreBackend, ObjectStoreOptions, StateManager};
+use oxiflow_core::Config as CoreConfig;
+use serde::Deserialize;
+
+/// A configuration problem, with where it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}:{line}:{column}: {message}")]
+    Syntax { file: String, line: usize, column: usize, message: String },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("cannot read {file}: {source}")]
+    Read { file: String, source: std::io::Error },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    state: StateSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateSection {
+    backend: Option<String>,
+    url: Option<String>,
+    endpoint: Option<String>,
+    allow_http: Option<bool>,
+    region: Option<String>,
+    lease_ttl: Option<String>,
+    heartbeat_interval: Option<String>,
+    skew_allowance: Option<String>,
+    safety_margin: Option<String>,
+    history: Option<KeepLast>,
+    errors: Option<KeepLast>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeepLast {
+    keep_last: usize,
+}
+
+/// Everything resolved: where the state is and how to treat it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The store URL (`file:///…`, `s3://…`, `memory://`).
+    pub url: String,
+    /// The config file used, if any.
+    pub config_file: Option<PathBuf>,
+    pub core: CoreConfig,
+    pub history_keep_last: usize,
+    pub object: ObjectStoreOptions,
+}
+
+const CONFIG_DIR: &str = ".oxiflow";
+const CONFIG_FILE: &str = "config.yaml";
+
+/// `${VAR}` and `${VAR:-default}` in `text`, from `env`. An unset variable
+/// without a default is an error naming it.
+pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed ${{ in {text:?}"))?;
+        let expr = &after[..end];
+        let (name, default) = match expr.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (expr, None),
+        };
+        match (env(name).filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(format!("environment variable {name} is not set (use ${{{name}:-default}} for a default)")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn expand_value(v: &mut serde_yaml_ng::Value, env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+    match v {
+        serde_yaml_ng::Value::String(s) => *s = expand(s, env)?,
+        serde_yaml_ng::Value::Mapping(m) => {
+            for (_, v) in m.iter_mut() {
+                expand_value(v, env)?;
+            }
+        }
+        serde_yaml_ng::Value::Sequence(s) => {
+            for v in s {
+                expand_value(v, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Finds `.oxiflow/config.yaml` in `dir` or above.
+fn find_config(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors().map(|d| d.join(CONFIG_DIR).join(CONFIG_FILE)).find(|p| p.is_file())
+}
+
+fn duration(file: &str, field: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value).map_err(|e| ConfigError::Invalid {
+        file: file.into(),
+        message: format!("{field}: {value:?} is not a duration like 30s or 500ms ({e})"),
+    })
+}
+
+/// Resolves settings from the file, the environment and the flags.
+pub fn load(
+    cwd: &Path,
+    config_flag: Option<&Path>,
+    backend_flag: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Settings, ConfigError> {
+    let config_file = match config_flag {
+        Some(p) => Some(cwd.join(p)),
+        None => env("OXIFLOW_CONFIG").map(|p| cwd.join(p)).or_else(|| find_config(cwd)),
+    };
+    let (section, name) = match &config_file {
+        None => (StateSection::default(), "(no config file)".to_string()),
+        Some(path) => {
+            let name = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
+            let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| {
+                let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                ConfigError::Syntax { file: name.clone(), line, column, message: e.to_string() }
+            })?;
+            if value.is_null() {
+                value = serde_yaml_ng::Value::Mapping(Default::default());
+            }
+            expand_value(&mut value, env).map_err(|message| ConfigError::Invalid { file: name.clone(), message })?;
+            let parsed: FileConfig =
+                serde_yaml_ng::from_value(value).map_err(|e| ConfigError::Invalid { file: name.clone(), message: e.to_string() })?;
+            (parsed.state, name)
+        }
+    };
+    // The project root: where `.oxiflow/` is, else the current directory.
+    let root = config_file.as_ref().and_then(|p| p.parent()).and_then(|d| d.parent()).map_or_else(|| cwd.to_path_buf(), Path::to_path_buf);
+
+    let pick = |var: &str, file: Option<String>| env(var).filter(|v| !v.is_empty()).or(file);
+    let url = backend_flag.map(str::to_string).or_else(|| pick("OXIFLOW_BACKEND", section.url.clone()));
+    let url = match url {
+        None => format!("file://{}", root.join(CONFIG_DIR).join("state").display()),
+        Some(u) if u.contains("://") => u,
+        Some(path) => format!("file://{}", root.join(path).display()),
+    };
+    if let Some(kind) = pick("OXIFLOW_BACKEND_KIND", section.backend.clone()) {
+        let scheme = url.split("://").next().unwrap_or_default();
+        let expected: &[&str] = match kind.as_str() {
+            "auto" => &[],
+            "file" => &["file"],
+            "s3" => &["s3", "s3a"],
+            "gcs" => &["gs"],
+            "azure" => &["az", "azure", "abfs"],
+            "memory" => &["memory"],
+            other => {
+                return Err(ConfigError::Invalid {
+                    file: name,
+                    message: format!("state.backend: unknown backend {other:?} (auto, file, s3, gcs, azure, memory)"),
+                })
+            }
+        };
+        if !expected.is_empty() && !expected.contains(&scheme) {
+            return Err(ConfigError::Invalid { file: name, message: format!("state.backend is {kind} but the URL {url} is {scheme}://") });
+        }
+    }
+
+    let mut core = CoreConfig::default();
+    let durations = [
+        ("OXIFLOW_LEASE_TTL", "lease_ttl", section.lease_ttl.clone(), &mut core.lease.ttl),
+        ("OXIFLOW_HEARTBEAT_INTERVAL", "heartbeat_interval", section.heartbeat_interval.clone(), &mut core.lease.heartbeat_interval),
+        ("OXIFLOW_SKEW_ALLOWANCE", "skew_allowance", section.skew_allowance.clone(), &mut core.lease.skew_allowance),
+        ("OXIFLOW_SAFETY_MARGIN", "safety_margin", section.safety_margin.clone(), &mut core.lease.safety_margin),
+    ];
+    for (var, field, file_value, slot) in durations {
+        if let Some(v) = pick(var, file_value) {
+            *slot = duration(&name, field, &v)?;
+        }
+    }
+    core.lease.validate().map_err(|e| ConfigError::Invalid { file: name.clone(), message: e.to_string() })?;
+    let number = |var: &str, file: Option<usize>| -> Result<Option<usize>, ConfigError> {
+        match env(var).filter(|v| !v.is_empty()) {
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ConfigError::Invalid { file: name.clone(), message: format!("{var}={v:?} is not a number") }),
+            None => Ok(file),
+        }
+    };
+    if let Some(n) = number("OXIFLOW_ERRORS_KEEP_LAST", section.errors.map(|k| k.keep_last))? {
+        core.limits.errors_keep_last = n;
+    }
+    let history_keep_last = number("OXIFLOW_HISTORY_KEEP_LAST", section.history.map(|k| k.keep_last))?.unwrap_or(0);
+    let object = ObjectStoreOptions {
+        endpoint: pick("OXIFLOW_ENDPOINT", section.endpoint),
+        allow_http: pick("OXIFLOW_ALLOW_HTTP", section.allow_http.map(|b| b.to_string())).is_some_and(|v| v == "true" || v == "1"),
+        region: pick("OXIFLOW_REGION", section.region),
+        ..ObjectStoreOptions::default()
+    };
+    Ok(Settings { url, config_file, core, history_keep_last, object })
+}
+
+impl Settings {
+    /// Opens the store the settings point at.
+    pub fn open(&self) -> anyhow::Result<StateManager> {
+        let store: Arc<dyn ConditionalStore> = match self.url.strip_prefix("file://") {
+            Some(dir) => Arc::new(LocalDirStore::open(dir)?),
+            None => Arc::new(ObjectStoreBackend::open(&self.url, &self.object)?),
+        };
+        Ok(StateManager::new(store, self.core).with_history(self.history_keep_last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn expands_variables_and_defaults() {
+        let env = env_of(&[("BUCKET", "b1"), ("EMPTY", "")]);
+        assert_eq!(expand("s3://${BUCKET}/x", &env).unwrap(), "s3://b1/x");
+        assert_eq!(expand("${NOPE:-30s}", &env).unwrap(), "30s");
+        assert_eq!(expand("${EMPTY:-d}", &env).unwrap(), "d");
+        assert!(expand("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
+        assert!(expand("${OPEN", &env).is_err());
+    }
+
+    #[test]
+    fn embedded_default_is_the_local_state_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = load(dir.path(), None, None, &env_of(&[])).unwrap();
+        assert_eq!(s.url, format!("file://{}", dir.path().join(".oxiflow/state").display()));
+        assert!(s.config_file.is_none());
+    }
+
+    #[test]
+    fn file_then_environment_then_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".oxiflow")).unwrap();
+        std::fs::write(
+            dir.path().join(".oxiflow/config.yaml"),
+            "state:\n  url: s3://${BUCKET:-dflt}/p\n  lease_ttl: 45s\n  errors: { keep_last: 5 }\n",
+        )
+        .unwrap();
+        let sub = dir.path().join("a/b");
+        std::fs::create_dir_all(&sub).unwrap();
+        let s = load(&sub, None, None, &env_of(&[])).unwrap();
+        assert_eq!((s.url.as_str(), s.core.lease.ttl, s.core.limits.errors_keep_last), ("s3://dflt/p", Duration::from_secs(45), 5));
+        let s = load(&sub, None, None, &env_of(&[("OXIFLOW_BACKEND", "memory://"), ("OXIFLOW_LEASE_TTL", "1m")])).unwrap();
+        assert_eq!((s.url.as_str(), s.core.lease.ttl), ("memory://", Duration::from_secs(60)));
+        let s = load(&sub, None, Some("memory://flag"), &env_of(&[("OXIFLOW_BACKEND", "memory://")])).unwrap();
+        assert_eq!(s.url, "memory://flag");
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "state:\n  url: [unclosed\n  lease_ttl: 3s\n").unwrap();
+        let err = load(dir.path(), Some(&path), None, &env_of(&[])).unwrap_err();
+        let ConfigError::Syntax { line, .. } = &err else { panic!("{err}") };
+        assert!(*line >= 2, "{err}");
+        assert!(err.to_string().starts_with(&format!("{}:", path.display())), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        for (text, needle) in [
+            ("state:\n  lease_ttl: soon\n", "lease_ttl"),
+            ("state:\n  lease_tl: 3s\n", "unknown field `lease_tl`"),
+            ("state:\n  backend: s3\n  url: memory://\n", "state.backend is s3"),
+            ("state:\n  lease_ttl: 3s\n  safety_margin: 5s\n", "safety margin"),
+            ("state:\n  url: ${UNSET_VAR_X}\n", "UNSET_VAR_X is not set"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = load(dir.path(), Some(&path), None, &env_of(&[])).unwrap_err();
+            assert!(err.to_string().contains(needle), "{text:?}: {err}");
+        }
+    }
+}

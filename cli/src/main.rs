@@ -1,0 +1,73 @@
+//! The `oxiflow` command. `main` only maps `run`'s result to an exit code.
+
+mod args;
+mod commands;
+mod config;
+mod exit;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command, LockCommand, StateCommand, WorkerCommand};
+use crate::commands::{demo, doctor, lease, state, worker, Ctx};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OXIFLOW_LOG").unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = exit::code(&e);
+            if json {
+                let body = serde_json::json!({ "error": { "kind": exit::name(code), "exit_code": code, "message": format!("{e:#}") } });
+                eprintln!("{body}");
+            } else {
+                eprintln!("oxiflow: {e:#}");
+            }
+            exit::exit(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir()?;
+    let settings = config::load(&cwd, cli.config.as_deref(), cli.backend.as_deref(), &|k| std::env::var(k).ok())?;
+    let mut ctx = Ctx { settings, json: cli.json };
+    match &cli.command {
+        Command::Demo(a) => demo::run(&mut ctx, a).await,
+        Command::State(s) => match s {
+            StateCommand::Create { pipeline, steps, run_id } => state::create(&ctx, pipeline, steps, run_id).await,
+            StateCommand::List { active } => state::list(&ctx, *active).await,
+            StateCommand::Show { pipeline } => state::show(&ctx, pipeline).await,
+            StateCommand::History { pipeline, step } => state::history(&ctx, pipeline, step.as_deref()).await,
+            StateCommand::Export { pipeline, output } => state::export(&ctx, pipeline, output.as_deref()).await,
+            StateCommand::Import { pipeline, from, replace } => state::import(&ctx, pipeline, from, *replace).await,
+            StateCommand::Copy { to, pipelines, replace } => state::copy(&ctx, to, pipelines, *replace).await,
+            StateCommand::Cleanup { .. } => state::cleanup(&ctx).await,
+            StateCommand::Reset { pipeline, step, new_run } => state::reset(&ctx, pipeline, step.as_deref(), *new_run).await,
+        },
+        Command::Claim(a) => lease::claim(&mut ctx, a).await,
+        Command::Checkpoint(a) => lease::checkpoint(&ctx, a).await,
+        Command::Release(a) => lease::release(&ctx, a).await,
+        Command::Worker(w) => match w {
+            WorkerCommand::Start { pipeline, worker_id, exec } => worker::start(&ctx, pipeline, worker_id.as_deref(), exec).await,
+            WorkerCommand::List { pipeline } => lease::worker_list(&ctx, pipeline.as_deref()).await,
+            WorkerCommand::Stop { worker_id } => lease::worker_stop(&ctx, worker_id).await,
+        },
+        Command::Lock(LockCommand::Status { pipeline }) => lease::lock_status(&ctx, pipeline).await,
+        Command::Doctor => doctor::run(&ctx).await,
+    }
+}

@@ -1,0 +1,109 @@
+//! Human output: aligned tables, relative times, colour only on a TTY.
+//! Machine output: one JSON document on stdout.
+
+use std::io::Write;
+
+use console::{style, Style};
+use oxiflow_core::{StatusKind, Timestamp};
+use serde::Serialize;
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// "12s ago", "in 18s", "3m ago": how far `t` is from `now`.
+pub fn relative(t: Timestamp, now: Timestamp) -> String {
+    let ms = t.as_millis() - now.as_millis();
+    let secs = ms.unsigned_abs() / 1000;
+    let amount = match secs {
+        0 if ms.unsigned_abs() < 1000 => return "now".into(),
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m", secs / 60),
+        3600..=86_399 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86_400),
+    };
+    if ms < 0 {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    }
+}
+
+pub fn status(kind: StatusKind) -> String {
+    let s = match kind {
+        StatusKind::Completed => Style::new().green(),
+        StatusKind::Running => Style::new().cyan(),
+        StatusKind::Failed => Style::new().red().bold(),
+        StatusKind::Paused => Style::new().yellow(),
+        StatusKind::Pending => Style::new().dim(),
+    };
+    s.apply_to(kind.to_string()).to_string()
+}
+
+pub fn warn(text: &str) -> String {
+    style(text).yellow().to_string()
+}
+
+pub fn bold(text: &str) -> String {
+    style(text).bold().to_string()
+}
+
+/// A table whose columns line up, measured without colour codes.
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(header: &[&str]) -> Self {
+        Table { header: header.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn print(&self) {
+        let width = |s: &str| console::measure_text_width(s);
+        let mut widths: Vec<usize> = self.header.iter().map(|h| width(h)).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                widths[i] = widths[i].max(width(cell));
+            }
+        }
+        let line = |cells: &[String]| {
+            let mut out = String::new();
+            for (i, cell) in cells.iter().enumerate() {
+                out.push_str(cell);
+                if i + 1 < cells.len() {
+                    out.push_str(&" ".repeat(widths[i] - width(cell) + 2));
+                }
+            }
+            println!("{}", out.trim_end());
+        };
+        line(&self.header.iter().map(|h| style(h).bold().to_string()).collect::<Vec<_>>());
+        for row in &self.rows {
+            line(row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times_read_naturally() {
+        let now = Timestamp::from_millis(1_000_000);
+        let at = |d: i64| Timestamp::from_millis(1_000_000 + d);
+        assert_eq!(relative(at(-12_000), now), "12s ago");
+        assert_eq!(relative(at(18_000), now), "in 18s");
+        assert_eq!(relative(at(-180_000), now), "3m ago");
+        assert_eq!(relative(at(7_200_000), now), "in 2h");
+        assert_eq!(relative(at(300), now), "now");
+    }
+}
