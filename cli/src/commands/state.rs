@@ -49,7 +49,7 @@ struct PipelineSummary {
 
 fn is_active(view: &PipelineState) -> bool {
     view.status == StatusKind::Running
-        || view.steps.iter().flat_map(|s| &s.partitions).any(|p| p.lease.as_ref().is_some_and(|l| l.status.is_claimable() == false))
+        || view.steps.iter().flat_map(|s| &s.partitions).any(|p| p.lease.as_ref().is_some_and(|l| !l.status.is_claimable()))
 }
 
 pub async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
