@@ -76,8 +76,9 @@ impl Shared {
 }
 
 /// One worker: claim what is ready, process it batch by batch from its
-/// bookmark, complete it; the designated victim crashes once mid-way.
-async fn worker(s: Arc<Shared>, me: WorkerId, victim: bool) -> anyhow::Result<()> {
+/// bookmark, complete it. The first worker to get halfway through a
+/// transform shard crashes there (once per demo).
+async fn worker(s: Arc<Shared>, me: WorkerId) -> anyhow::Result<()> {
     loop {
         let (_, docs) = s.m.load(&s.p).await?;
         if docs.iter().all(|d| d.status.kind() == StatusKind::Completed) {
@@ -127,9 +128,9 @@ async fn worker(s: Arc<Shared>, me: WorkerId, victim: bool) -> anyhow::Result<()
             held.checkpoint(progress).await?;
             bar.inc(upto - next);
             next = upto;
-            if victim
-                && part.step_id.as_str() == "transform"
+            if part.step_id.as_str() == "transform"
                 && next >= start + (end - start) / 2
+                && next < end
                 && s.crash_pending.swap(false, Ordering::SeqCst)
             {
                 s.say(format!(
@@ -187,7 +188,7 @@ pub async fn run(ctx: &mut Ctx, args: &DemoArgs) -> anyhow::Result<()> {
     let tasks: Vec<_> = (0..args.workers)
         .map(|i| {
             let me: WorkerId = format!("worker-{}", i + 1).parse().expect("valid id");
-            tokio::spawn(worker(shared.clone(), me, i == 0))
+            tokio::spawn(worker(shared.clone(), me))
         })
         .collect();
     for t in tasks {

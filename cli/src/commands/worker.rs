@@ -2,7 +2,7 @@
 //! partitions of a pipeline, runs `--exec CMD` per batch with the checkpoint
 //! in its environment, checkpoints the JSON progress lines CMD prints, keeps
 //! the lease alive in between, honours `worker stop`, and on SIGINT/SIGTERM
-//! finishes the batch, releases its lease and exits.
+//! stops the batch, releases its lease and exits 0.
 //!
 //! CMD's protocol: it reads `OXIFLOW_LAST_PROCESSED_ID`, `OXIFLOW_BATCH_NUMBER`
 //! and friends, and prints one JSON object per line:
@@ -144,7 +144,19 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         let mut stderr = child.stderr.take().expect("piped");
         let (mut done, mut saw_output) = (false, false);
-        while let Some(line) = lines.next_line().await? {
+        loop {
+            let line = tokio::select! {
+                line = lines.next_line() => line?,
+                _ = stop.changed() => {
+                    // A signal: stop the batch (its unsaved part is redone by
+                    // whoever claims next, from the bookmark) and release.
+                    child.kill().await?;
+                    held.release(Progress::default()).await?;
+                    eprintln!("{me}: released {p}/{part}; exiting");
+                    return Ok(Ended::Stop);
+                }
+            };
+            let Some(line) = line else { break };
             if line.trim().is_empty() {
                 continue;
             }
@@ -193,11 +205,6 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
             let doc = held.complete(Progress::default()).await?;
             eprintln!("{me}: completed {p}/{part} ({} records)", doc.records_processed);
             return Ok(Ended::Completed);
-        }
-        if *stop.borrow_and_update() {
-            held.release(Progress::default()).await?;
-            eprintln!("{me}: released {p}/{part}; exiting");
-            return Ok(Ended::Stop);
         }
     }
 }
