@@ -282,22 +282,30 @@ fn check_format(format_version: u64, version: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// The `Document` methods both documents implement the same way, over their
+/// `lease`, `version` and `updated_at` fields.
+macro_rules! document_fields {
+    () => {
+        fn lease(&self) -> Option<&Lease> {
+            self.lease.as_ref()
+        }
+        fn lease_mut(&mut self) -> &mut Option<Lease> {
+            &mut self.lease
+        }
+        fn version(&self) -> u64 {
+            self.version
+        }
+        fn stamp(&mut self, now: Timestamp) {
+            self.version += 1;
+            self.updated_at = now;
+        }
+    };
+}
+
 impl Document for PipelineDoc {
     const KIND: &'static str = "pipeline";
 
-    fn lease(&self) -> Option<&Lease> {
-        self.lease.as_ref()
-    }
-    fn lease_mut(&mut self) -> &mut Option<Lease> {
-        &mut self.lease
-    }
-    fn version(&self) -> u64 {
-        self.version
-    }
-    fn stamp(&mut self, now: Timestamp) {
-        self.version += 1;
-        self.updated_at = now;
-    }
+    document_fields!();
     fn check(&self, _limits: &Limits) -> Result<(), String> {
         check_format(self.format_version, self.version)?;
         check_lease(self.lease.as_ref())?;
@@ -313,19 +321,7 @@ impl Document for PipelineDoc {
 impl Document for PartitionDoc {
     const KIND: &'static str = "partition";
 
-    fn lease(&self) -> Option<&Lease> {
-        self.lease.as_ref()
-    }
-    fn lease_mut(&mut self) -> &mut Option<Lease> {
-        &mut self.lease
-    }
-    fn version(&self) -> u64 {
-        self.version
-    }
-    fn stamp(&mut self, now: Timestamp) {
-        self.version += 1;
-        self.updated_at = now;
-    }
+    document_fields!();
     fn check(&self, limits: &Limits) -> Result<(), String> {
         check_format(self.format_version, self.version)?;
         check_lease(self.lease.as_ref())?;
