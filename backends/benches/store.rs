@@ -76,7 +76,7 @@ async fn request_counts(store: Arc<dyn ConditionalStore>) {
     m.heartbeat(&mut c).await.unwrap();
     row("heartbeat (explicit)", b, 1);
     let b = counting.counts();
-    m.release(c, Progress::default()).await.unwrap();
+    m.release(&mut c, Progress::default()).await.unwrap();
     row("release", b, 1);
     println!("\nThe background heartbeat sends 0 requests while checkpoints come at least every heartbeat_interval (ttl/3): see backends/tests/budget.rs.");
 }
@@ -125,7 +125,7 @@ async fn parallel_steps(store: Arc<dyn ConditionalStore>, workers: usize, n: u64
                 for j in 0..n {
                     m.checkpoint(&mut c, progress(j)).await.unwrap();
                 }
-                m.release(c, Progress::default()).await.unwrap();
+                m.release(&mut c, Progress::default()).await.unwrap();
             })
         })
         .collect();
@@ -199,7 +199,7 @@ async fn one_partition(store: Arc<dyn ConditionalStore>, workers: usize, secs: u
                         m.checkpoint(&mut c, Progress { add_records: 1, ..Progress::default() }).await.unwrap();
                         ok += 1;
                     }
-                    m.release(c, Progress::default()).await.unwrap();
+                    m.release(&mut c, Progress::default()).await.unwrap();
                 }
                 ok
             })

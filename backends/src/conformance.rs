@@ -213,11 +213,11 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
         matches!(m.checkpoint(&mut c1, back).await, Err(crate::Error::Core(CoreError::CounterRegression { .. }))),
         "{name}: batch regression"
     );
-    let released = m.release(c1, Progress::default()).await.unwrap();
+    let released = m.release(&mut c1, Progress::default()).await.unwrap();
     assert_eq!((released.status.kind(), released.records_processed), (StatusKind::Pending, 300), "{name}: release keeps counts");
-    let c2 = m.claim(&pipeline, &extract, &w2).await.unwrap();
+    let mut c2 = m.claim(&pipeline, &extract, &w2).await.unwrap();
     assert_eq!((c2.doc().attempts, c2.doc().last_processed_id.as_deref(), c2.lease().epoch), (2, Some("order-300"), 2), "{name}: resume");
-    let done = m.complete(c2, Progress { add_records: 5, ..Progress::default() }).await.unwrap();
+    let done = m.complete(&mut c2, Progress { add_records: 5, ..Progress::default() }).await.unwrap();
     assert!(matches!(done.status, StepStatus::Completed { .. }) && done.records_processed == 305, "{name}: complete");
 
     // expiry and takeover: the old holder is fenced and lands nothing

@@ -88,17 +88,17 @@ impl Held {
 
     pub async fn release(self, progress: Progress) -> Result<PartitionDoc> {
         let manager = self.manager.clone();
-        manager.release(self.finish().await?, progress).await
+        manager.release(&mut self.finish().await?, progress).await
     }
 
     pub async fn complete(self, progress: Progress) -> Result<PartitionDoc> {
         let manager = self.manager.clone();
-        manager.complete(self.finish().await?, progress).await
+        manager.complete(&mut self.finish().await?, progress).await
     }
 
     pub async fn fail(self, progress: Progress, error: String, retryable: bool) -> Result<PartitionDoc> {
         let manager = self.manager.clone();
-        manager.fail(self.finish().await?, progress, error, retryable).await
+        manager.fail(&mut self.finish().await?, progress, error, retryable).await
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod conformance;
 mod counting;
 mod error;
+mod faults;
 mod keeper;
 mod local;
 mod manager;
@@ -21,6 +22,7 @@ mod store;
 
 pub use counting::{CountingStore, RequestCounts};
 pub use error::{Error, Result};
+pub use faults::{FaultCounts, Faults, FaultyStore};
 pub use keeper::Held;
 pub use local::LocalDirStore;
 pub use manager::{system_clock, Claimed, Clock, Export, ProbeReport, StateManager, StepPlan};

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::{StreamExt, TryStreamExt};
 use oxiflow_core::ops::Work;
 use oxiflow_core::{
-    aggregate, codec, keys, Action, Claim, Committed, Config, Create, Document, Holder, Lease, LeaseStatus, Mutation, Operator,
+    aggregate, codec, keys, Action, Claim, Committed, Config, Create, Document, Finish, Holder, Lease, LeaseStatus, Mutation, Operator,
     PartitionDoc, PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Request, RequestStop, Response, RunId, StepId, Timestamp,
     Update, WorkerId, Write,
 };
@@ -234,6 +234,7 @@ impl StateManager {
                 worker_id: worker.clone(),
                 epoch: other.map_or(0, |l| l.epoch),
                 holder: other.filter(|l| l.released_at.is_none()).map(|l| l.worker_id.clone()),
+                landed: false,
             }
             .into()),
         }
@@ -241,53 +242,85 @@ impl StateManager {
 
     /// Records progress and extends the lease: one conditional PUT.
     pub async fn checkpoint(&self, claimed: &mut Claimed, progress: Progress) -> Result<()> {
-        self.write(claimed, |holder, id| Write::checkpoint(holder, id, progress)).await
+        self.write(claimed, progress, None).await
     }
 
     /// Extends the lease without progress: one conditional PUT.
     pub async fn heartbeat(&self, claimed: &mut Claimed) -> Result<()> {
-        self.write(claimed, Write::heartbeat).await
+        self.write(claimed, Progress::default(), None).await
     }
 
-    /// Gives the partition back unfinished; the bookmark stays.
-    pub async fn release(&self, mut claimed: Claimed, progress: Progress) -> Result<PartitionDoc> {
-        self.write(&mut claimed, |holder, id| Write::release(holder, id, progress)).await?;
-        Ok(claimed.doc)
+    /// Gives the partition back unfinished; the bookmark stays. After an
+    /// `Unavailable` error, call again with the same `claimed`: the earlier
+    /// attempt is settled first, so nothing is applied twice.
+    pub async fn release(&self, claimed: &mut Claimed, progress: Progress) -> Result<PartitionDoc> {
+        self.write(claimed, progress, Some(Finish::Release)).await?;
+        Ok(claimed.doc.clone())
     }
 
-    pub async fn complete(&self, mut claimed: Claimed, progress: Progress) -> Result<PartitionDoc> {
-        self.write(&mut claimed, |holder, id| Write::complete(holder, id, progress)).await?;
-        Ok(claimed.doc)
+    pub async fn complete(&self, claimed: &mut Claimed, progress: Progress) -> Result<PartitionDoc> {
+        self.write(claimed, progress, Some(Finish::Complete)).await?;
+        Ok(claimed.doc.clone())
     }
 
-    pub async fn fail(&self, mut claimed: Claimed, progress: Progress, error: String, retryable: bool) -> Result<PartitionDoc> {
-        self.write(&mut claimed, |holder, id| Write::fail(holder, id, progress, error, retryable)).await?;
-        Ok(claimed.doc)
+    pub async fn fail(&self, claimed: &mut Claimed, progress: Progress, error: String, retryable: bool) -> Result<PartitionDoc> {
+        self.write(claimed, progress, Some(Finish::Fail { error, retryable })).await?;
+        Ok(claimed.doc.clone())
     }
 
     /// One holder write from the cached document. A write left unresolved by
     /// an earlier failure is settled first, from a fresh read.
-    async fn write(&self, claimed: &mut Claimed, make: impl FnOnce(Holder, u64) -> Write<PartitionDoc>) -> Result<()> {
+    async fn write(&self, claimed: &mut Claimed, progress: Progress, finish: Option<Finish>) -> Result<()> {
+        let finishing = finish.is_some();
         if let Some(pending) = claimed.unresolved.clone() {
+            let pending_finished = pending.finish.is_some();
             let outcome = self.run(Update::new(&claimed.key, pending, self.config)).await;
-            self.settle(claimed, outcome).await?;
+            match self.settle(claimed, outcome).await {
+                // An earlier release that landed (its response lost) before
+                // someone else claimed: done, as asked.
+                Err(Error::Core(oxiflow_core::Error::Fenced { landed: true, .. })) if pending_finished && finishing => {
+                    claimed.unresolved = None;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
             if claimed.lease().released_at.is_some() {
-                return Ok(()); // the settled write was itself a release, completion or failure
+                // The settled write already let go of the lease.
+                return if finishing { Ok(()) } else { Err(self.released(claimed)) };
             }
         }
-        let write = make(claimed.holder(), rand::random());
-        let finishing = write.finish.is_some();
+        if claimed.lease().released_at.is_some() {
+            // Already let go (by us, earlier): nothing more may be written.
+            return if finishing { Ok(()) } else { Err(self.released(claimed)) };
+        }
+        let write = Write { holder: claimed.holder(), write_id: rand::random(), progress, finish };
         let op = Update::from_cached(&claimed.key, write.clone(), self.config, claimed.doc.clone(), claimed.version.clone());
         let outcome = self.run(op).await;
         if matches!(outcome, Err(Error::Unavailable { .. } | Error::Core(oxiflow_core::Error::Conflict { .. }))) {
             claimed.unresolved = Some(write);
         }
-        let settled = self.settle(claimed, outcome).await;
-        match settled {
-            // Our own release, completion or failure honoured the stop too.
-            Err(Error::StopRequested { .. }) if finishing => Ok(()),
+        match self.settle(claimed, outcome).await {
+            // Our own release, completion or failure honoured the stop too;
+            // or it landed (response lost) before someone else claimed.
+            Err(Error::StopRequested { .. } | Error::Core(oxiflow_core::Error::Fenced { landed: true, .. })) if finishing => {
+                claimed.unresolved = None;
+                Ok(())
+            }
             other => other,
         }
+    }
+
+    fn released(&self, claimed: &Claimed) -> Error {
+        let lease = claimed.lease();
+        oxiflow_core::Error::Fenced {
+            key: claimed.key.clone(),
+            worker_id: lease.worker_id.clone(),
+            epoch: lease.epoch,
+            holder: None,
+            landed: false,
+        }
+        .into()
     }
 
     /// Takes in a holder write's outcome; a stop request ends the holding.

@@ -35,7 +35,7 @@ async fn claim_checkpoint_release_cost_2_1_1_requests() {
     assert_eq!(checkpoints, RequestCounts { put_if_match: 10, ..RequestCounts::default() }, "one PUT per checkpoint");
 
     let before = counting.counts();
-    m.release(c, Progress::default()).await.unwrap();
+    m.release(&mut c, Progress::default()).await.unwrap();
     assert_eq!(counting.counts().since(&before), RequestCounts { put_if_match: 1, ..RequestCounts::default() });
     println!("requests: claim {}, checkpoint {}, release 1", claim.total(), checkpoints.total() / 10);
 }

@@ -50,7 +50,7 @@ async fn race_worker() {
         };
         m.checkpoint(&mut claimed, Progress { add_records: 1, ..Progress::default() }).await.unwrap();
         succeeded += 1;
-        m.release(claimed, Progress::default()).await.unwrap();
+        m.release(&mut claimed, Progress::default()).await.unwrap();
     }
     println!("RACE-RESULT {succeeded} {waits}");
 }

@@ -20,8 +20,10 @@ pub enum Error {
 
     /// You no longer hold the lease (it was taken over or released): stop
     /// working on this partition. Its stored bookmark is authoritative.
-    #[error("fenced on {key}: worker {worker_id} at epoch {epoch} no longer holds the lease{}", current_holder_suffix(.holder))]
-    Fenced { key: String, worker_id: WorkerId, epoch: u64, holder: Option<WorkerId> },
+    /// `landed`: this operation's write did land before the lease passed on
+    /// (a release whose response was lost is then done).
+    #[error("fenced on {key}: worker {worker_id} at epoch {epoch} no longer holds the lease{}{}", current_holder_suffix(.holder), if *.landed { "; this write landed before that" } else { "" })]
+    Fenced { key: String, worker_id: WorkerId, epoch: u64, holder: Option<WorkerId>, landed: bool },
 
     /// Someone else holds a valid lease; try again after `expires_at` plus
     /// the skew allowance, or ask them to stop.

@@ -82,6 +82,11 @@ pub struct Lease {
     pub last_write: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_requested: Option<StopRequest>,
+    /// Who held the lease before this claim, and their last write: a holder
+    /// whose release landed (response lost) just before someone else claimed
+    /// finds its write here and knows it landed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Holder>,
 }
 
 /// How a lease looks to someone who does not hold it, at a given time.
@@ -147,20 +152,24 @@ pub(crate) enum HolderCheck {
 
 /// Checks that `holder` may write `write_id` over the stored `lease`.
 pub(crate) fn check_holder(key: &str, lease: Option<&Lease>, holder: &Holder, write_id: u64) -> Result<HolderCheck, Error> {
-    let fenced = |current: Option<&Lease>| Error::Fenced {
+    let fenced = |current: Option<&Lease>, landed: bool| Error::Fenced {
         key: key.into(),
         worker_id: holder.worker_id.clone(),
         epoch: holder.epoch,
         holder: current.filter(|l| l.released_at.is_none()).map(|l| l.worker_id.clone()),
+        landed,
     };
     let Some(l) = lease.filter(|l| l.worker_id == holder.worker_id && l.epoch == holder.epoch) else {
-        return Err(fenced(lease));
+        // Our write may have landed just before someone else claimed.
+        let ours_then_replaced = Holder { last_write: write_id, ..holder.clone() };
+        let landed = lease.and_then(|l| l.previous.as_ref()) == Some(&ours_then_replaced);
+        return Err(fenced(lease, landed));
     };
     if l.last_write == write_id {
         return Ok(HolderCheck::Landed);
     }
     if l.released_at.is_some() {
-        return Err(fenced(None));
+        return Err(fenced(None, false));
     }
     if l.last_write != holder.last_write {
         return Err(Error::Conflict {
@@ -193,6 +202,7 @@ pub(crate) fn take(
         }
     }
     let epoch = lease.as_ref().map_or(0, |l| l.epoch) + 1;
+    let previous = lease.as_ref().map(Holder::of);
     *lease = Some(Lease {
         worker_id: worker_id.clone(),
         epoch,
@@ -201,6 +211,7 @@ pub(crate) fn take(
         released_at: None,
         last_write: write_id,
         stop_requested: None,
+        previous,
     });
     Ok(())
 }
@@ -302,8 +313,26 @@ mod tests {
         lease.as_mut().unwrap().last_write = 9;
         assert!(matches!(check_holder("k", lease.as_ref(), &h, 8), Err(Error::Conflict { .. })));
         lease.as_mut().unwrap().released_at = Some(at(5));
-        assert!(matches!(check_holder("k", lease.as_ref(), &h, 8), Err(Error::Fenced { holder: None, .. })));
+        assert!(matches!(check_holder("k", lease.as_ref(), &h, 8), Err(Error::Fenced { holder: None, landed: false, .. })));
         assert!(matches!(check_holder("k", None, &h, 8), Err(Error::Fenced { .. })));
+    }
+
+    #[test]
+    fn a_landed_release_is_recognised_after_someone_else_claimed() {
+        let c = cfg();
+        let mut lease = None;
+        take("k", &mut lease, &w("a"), 7, at(0), &c).unwrap();
+        let a = Holder::of(lease.as_ref().unwrap());
+        // a's release (write 8) lands; its response is lost; b claims.
+        let l = lease.as_mut().unwrap();
+        l.last_write = 8;
+        l.released_at = Some(at(5));
+        take("k", &mut lease, &w("b"), 9, at(6), &c).unwrap();
+        assert!(
+            matches!(check_holder("k", lease.as_ref(), &a, 8), Err(Error::Fenced { landed: true, .. })),
+            "fenced, but a's write 8 landed"
+        );
+        assert!(matches!(check_holder("k", lease.as_ref(), &a, 10), Err(Error::Fenced { landed: false, .. })), "a's other writes did not");
     }
 
     #[test]

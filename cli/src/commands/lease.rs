@@ -56,9 +56,9 @@ pub async fn checkpoint(ctx: &Ctx, args: &CheckpointArgs) -> anyhow::Result<()> 
     let progress = progress(args)?;
     let mut held = m.adopt(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
     let doc = if args.complete {
-        m.complete(held, progress).await?
+        m.complete(&mut held, progress).await?
     } else if let Some(message) = &args.fail {
-        m.fail(held, progress, message.clone(), args.retryable).await?
+        m.fail(&mut held, progress, message.clone(), args.retryable).await?
     } else {
         m.checkpoint(&mut held, progress).await?;
         held.doc().clone()
@@ -68,8 +68,8 @@ pub async fn checkpoint(ctx: &Ctx, args: &CheckpointArgs) -> anyhow::Result<()> 
 
 pub async fn release(ctx: &Ctx, h: &HolderArgs) -> anyhow::Result<()> {
     let m = ctx.manager()?;
-    let held = m.adopt(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
-    let doc = m.release(held, Progress::default()).await?;
+    let mut held = m.adopt(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
+    let doc = m.release(&mut held, Progress::default()).await?;
     report(ctx, &doc)
 }
 
