@@ -344,7 +344,7 @@ fn checkpoint_race(d: &Path, env: &[(&'static str, String)]) {
                     c.output().unwrap()
                 };
                 let w = format!("w{i}");
-                let mut ok = 0;
+                let (mut ok, mut unknown) = (0, 0);
                 for _ in 0..25 {
                     loop {
                         match oxe(&["claim", "race", "count", "--worker", &w]).status.code() {
@@ -353,21 +353,29 @@ fn checkpoint_race(d: &Path, env: &[(&'static str, String)]) {
                             other => panic!("claim exited {other:?}"),
                         }
                     }
-                    if oxe(&["checkpoint", "race", "count", "--worker", &w, "--add-records", "1"]).status.success() {
-                        ok += 1;
+                    match oxe(&["checkpoint", "race", "count", "--worker", &w, "--add-records", "1"]).status.code() {
+                        Some(0) => ok += 1,
+                        // The store failed transiently past the retries: the
+                        // outcome is unknown (exit 8 says exactly that).
+                        Some(UNAVAILABLE) => unknown += 1,
+                        other => panic!("a holder's checkpoint exited {other:?}"),
                     }
                     let _ = oxe(&["release", "race", "count", "--worker", &w]);
                 }
-                ok
+                (ok, unknown)
             })
         })
         .collect();
-    let ok: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let (ok, unknown) = threads.into_iter().map(|t| t.join().unwrap()).fold((0u64, 0u64), |a, b| (a.0 + b.0, a.1 + b.1));
     let o = oxe(&["state", "show", "race", "--json"]);
     let view: Value = serde_json::from_slice(&o.stdout).unwrap();
-    println!("checkpoint race: {ok} exit-0 checkpoints, stored {}", view["records_processed"]);
-    assert_eq!(view["records_processed"].as_u64(), Some(ok), "stored count must equal the exit-0 checkpoints");
-    assert_eq!(ok, 200, "every holder's checkpoint succeeds");
+    let stored = view["records_processed"].as_u64().unwrap();
+    println!("checkpoint race: {ok} exit-0 checkpoints, {unknown} exit-8 (unknown outcome), stored {stored}");
+    assert_eq!(ok + unknown, 200);
+    assert!(ok <= stored && stored <= ok + unknown, "stored {stored} must count every exit-0 checkpoint once, plus at most the unknown ones");
+    if unknown == 0 {
+        assert_eq!(stored, ok, "stored count must equal the exit-0 checkpoints");
+    }
 }
 
 fn rand_ms() -> u64 {
