@@ -372,7 +372,10 @@ fn checkpoint_race(d: &Path, env: &[(&'static str, String)]) {
     let stored = view["records_processed"].as_u64().unwrap();
     println!("checkpoint race: {ok} exit-0 checkpoints, {unknown} exit-8 (unknown outcome), stored {stored}");
     assert_eq!(ok + unknown, 200);
-    assert!(ok <= stored && stored <= ok + unknown, "stored {stored} must count every exit-0 checkpoint once, plus at most the unknown ones");
+    assert!(
+        ok <= stored && stored <= ok + unknown,
+        "stored {stored} must count every exit-0 checkpoint once, plus at most the unknown ones"
+    );
     if unknown == 0 {
         assert_eq!(stored, ok, "stored count must equal the exit-0 checkpoints");
     }
