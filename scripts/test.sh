@@ -33,5 +33,5 @@ start_moto
 start_azurite
 if docker info >/dev/null 2>&1; then echo "docker engine: reachable (MinIO via testcontainers runs)"; else echo "docker engine: not reachable here; MinIO via testcontainers is skipped, moto and azurite cover S3 and Azure"; fi
 
-step "tests (release: the simulation runs 1,000 proptest cases)"
+step "tests (release: the simulation runs 2,500 proptest cases)"
 cargo test --workspace --release --locked
