@@ -51,6 +51,18 @@ pub enum Command {
     Lock(LockCommand),
     /// Check that the store honours conditional writes, and show the settings.
     Doctor,
+    /// Serve the state over HTTP (REST API with bearer-token auth).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token (else OXIFLOW_SERVE_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

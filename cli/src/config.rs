@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxiflow_backends::{ConditionalStore, LocalDirStore, ObjectStoreBackend, ObjectStoreOptions, StateManager};
+use oxiflow_backends::{ConditionalStore, HttpStore, LocalDirStore, ObjectStoreBackend, ObjectStoreOptions, StateManager};
 use oxiflow_core::Config as CoreConfig;
 use serde::Deserialize;
 
@@ -221,9 +221,13 @@ pub fn load(
 impl Settings {
     /// Opens the store the settings point at.
     pub fn open(&self) -> anyhow::Result<StateManager> {
-        let store: Arc<dyn ConditionalStore> = match self.url.strip_prefix("file://") {
-            Some(dir) => Arc::new(LocalDirStore::open(dir)?),
-            None => Arc::new(ObjectStoreBackend::open(&self.url, &self.object)?),
+        let store: Arc<dyn ConditionalStore> = if let Some(dir) = self.url.strip_prefix("file://") {
+            Arc::new(LocalDirStore::open(dir)?)
+        } else if self.url.starts_with("http://") || self.url.starts_with("https://") {
+            // A remote `oxiflow serve`; its token from OXIFLOW_TOKEN.
+            Arc::new(HttpStore::new(&self.url, std::env::var("OXIFLOW_TOKEN").ok())?)
+        } else {
+            Arc::new(ObjectStoreBackend::open(&self.url, &self.object)?)
         };
         Ok(StateManager::new(store, self.core).with_history(self.history_keep_last))
     }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::args::{Cli, Command, LockCommand, StateCommand, WorkerCommand};
-use crate::commands::{demo, doctor, lease, state, worker, Ctx};
+use crate::commands::{demo, doctor, lease, serve, state, worker, Ctx};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -73,5 +73,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Lock(LockCommand::Status { pipeline }) => lease::lock_status(&ctx, pipeline).await,
         Command::Doctor => doctor::run(&ctx).await,
+        Command::Serve(a) => serve::run(&ctx, a).await,
     }
 }

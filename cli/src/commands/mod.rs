@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod doctor;
 pub mod lease;
+pub mod serve;
 pub mod state;
 pub mod worker;
 

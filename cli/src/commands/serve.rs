@@ -1,0 +1,233 @@
+//! `oxiflow serve`: the state over HTTP (axum). Raw documents with ETag,
+//! If-Match and If-None-Match (412 on a stale version) so remote workers can
+//! use it as a store (`--backend http://…`), the aggregated view, and claim /
+//! checkpoint / release endpoints. Every route but `/healthz` needs
+//! `Authorization: Bearer <token>`, compared in constant time.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use oxiflow_backends::{Error as StoreError, StateManager, GENERATION_HEADER};
+use oxiflow_core::{Progress, Version};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::{partition_id, pipeline_id, worker_id, Ctx, PartitionReport};
+use crate::args::ServeArgs;
+
+struct App {
+    manager: StateManager,
+    token: Vec<u8>,
+}
+
+/// An error as JSON with the status that means the same as the CLI's exit code.
+struct ApiError(anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = crate::exit::code(&self.0);
+        let status = match self.0.downcast_ref::<StoreError>() {
+            Some(StoreError::Precondition { .. } | StoreError::AlreadyExists { .. }) => StatusCode::PRECONDITION_FAILED,
+            _ => match code {
+                crate::exit::INVALID => StatusCode::BAD_REQUEST,
+                crate::exit::NOT_FOUND => StatusCode::NOT_FOUND,
+                crate::exit::CONFLICT | crate::exit::FENCED => StatusCode::CONFLICT,
+                crate::exit::LEASE_HELD => StatusCode::LOCKED,
+                crate::exit::CORRUPT => StatusCode::UNPROCESSABLE_ENTITY,
+                crate::exit::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        };
+        let body =
+            serde_json::json!({ "error": { "kind": crate::exit::name(code), "exit_code": code, "message": format!("{:#}", self.0) } });
+        (status, Json(body)).into_response()
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "kind": "unauthorized", "message": message } });
+    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response()
+}
+
+async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        None => unauthorized("missing bearer token"),
+        Some(t) if bool::from(t.as_bytes().ct_eq(&app.token)) => next.run(request).await,
+        Some(_) => unauthorized("wrong bearer token"),
+    }
+}
+
+fn version_headers(v: &Version) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(e) = v.e_tag.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+        h.insert(header::ETAG, e);
+    }
+    if let Some(g) = v.version.as_deref().and_then(|g| HeaderValue::from_str(g).ok()) {
+        h.insert(GENERATION_HEADER, g);
+    }
+    h
+}
+
+async fn get_object(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Response, ApiError> {
+    // The client enforces its own size limit from Content-Length.
+    match app.manager.store().get(&key, MAX_BODY).await? {
+        None => Ok(StatusCode::NOT_FOUND.into_response()),
+        Some(o) => Ok((version_headers(&o.version), o.body).into_response()),
+    }
+}
+
+async fn put_object(State(app): State<Arc<App>>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let store = app.manager.store();
+    let version = if header("if-none-match").as_deref() == Some("*") {
+        store.put_if_absent(&key, body.to_vec()).await?
+    } else {
+        let expected = Version { e_tag: header("if-match"), version: header(GENERATION_HEADER) };
+        if expected.e_tag.is_none() && expected.version.is_none() {
+            return Err(oxiflow_core::Error::InvalidInput {
+                reason: "a PUT needs If-None-Match: * or If-Match: <etag>; unconditional writes are refused".into(),
+            }
+            .into());
+        }
+        store.put_if_match(&key, body.to_vec(), &expected).await?
+    };
+    Ok((StatusCode::CREATED, version_headers(&version)).into_response())
+}
+
+async fn delete_object(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<StatusCode, ApiError> {
+    app.manager.store().delete(&key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct Prefix {
+    #[serde(default)]
+    prefix: String,
+}
+
+async fn list_keys(State(app): State<Arc<App>>, Query(q): Query<Prefix>) -> Result<Response, ApiError> {
+    Ok(Json(app.manager.store().list(&q.prefix).await?).into_response())
+}
+
+async fn list_pipelines(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    Ok(Json(app.manager.list_pipelines().await?).into_response())
+}
+
+async fn view(State(app): State<Arc<App>>, Path(p): Path<String>) -> Result<Response, ApiError> {
+    Ok(Json(app.manager.view(&pipeline_id(&p)?).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolderBody {
+    worker_id: String,
+    #[serde(default)]
+    progress: Progress,
+    /// For checkpoint: "complete", or {"fail": {"error": "…", "retryable": true}}.
+    #[serde(default)]
+    finish: Option<oxiflow_core::Finish>,
+}
+
+fn report(app: &App, doc: &oxiflow_core::PartitionDoc) -> Response {
+    Json(PartitionReport::of(doc, app.manager.now(), &app.manager.config().lease)).into_response()
+}
+
+async fn claim(
+    State(app): State<Arc<App>>,
+    Path((p, part)): Path<(String, String)>,
+    Json(b): Json<HolderBody>,
+) -> Result<Response, ApiError> {
+    let c = app.manager.claim(&pipeline_id(&p)?, &partition_id(&part)?, &worker_id(&b.worker_id)?).await?;
+    Ok(report(&app, c.doc()))
+}
+
+async fn checkpoint(
+    State(app): State<Arc<App>>,
+    Path((p, part)): Path<(String, String)>,
+    Json(b): Json<HolderBody>,
+) -> Result<Response, ApiError> {
+    let m = &app.manager;
+    let mut held = m.adopt(&pipeline_id(&p)?, &partition_id(&part)?, &worker_id(&b.worker_id)?).await?;
+    let doc = match b.finish {
+        None => {
+            m.checkpoint(&mut held, b.progress).await?;
+            held.doc().clone()
+        }
+        Some(oxiflow_core::Finish::Complete) => m.complete(&mut held, b.progress).await?,
+        Some(oxiflow_core::Finish::Fail { error, retryable }) => m.fail(&mut held, b.progress, error, retryable).await?,
+        Some(oxiflow_core::Finish::Release) => m.release(&mut held, b.progress).await?,
+    };
+    Ok(report(&app, &doc))
+}
+
+async fn release(
+    State(app): State<Arc<App>>,
+    Path((p, part)): Path<(String, String)>,
+    Json(b): Json<HolderBody>,
+) -> Result<Response, ApiError> {
+    let m = &app.manager;
+    let mut held = m.adopt(&pipeline_id(&p)?, &partition_id(&part)?, &worker_id(&b.worker_id)?).await?;
+    let doc = m.release(&mut held, b.progress).await?;
+    Ok(report(&app, &doc))
+}
+
+fn load_token(args: &ServeArgs) -> anyhow::Result<Vec<u8>> {
+    let token = match &args.token_file {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", path.display()))?,
+        None => std::env::var("OXIFLOW_SERVE_TOKEN").unwrap_or_default(),
+    };
+    let token = token.trim().to_string();
+    if token.len() < 16 {
+        return Err(oxiflow_core::Error::InvalidInput {
+            reason: "oxiflow serve needs a bearer token of at least 16 characters in OXIFLOW_SERVE_TOKEN or --token-file".into(),
+        }
+        .into());
+    }
+    Ok(token.into_bytes())
+}
+
+/// Largest object body accepted (documents themselves are limited to 1 MiB
+/// by the core; the raw object API is a general store).
+const MAX_BODY: usize = 8 << 20;
+
+pub fn router(manager: StateManager, token: Vec<u8>) -> Router {
+    let app = Arc::new(App { manager, token });
+    let api = Router::new()
+        .route("/v1/objects/{*key}", get(get_object).put(put_object).delete(delete_object))
+        .route("/v1/keys", get(list_keys))
+        .route("/v1/pipelines", get(list_pipelines))
+        .route("/v1/pipelines/{pipeline}", get(view))
+        .route("/v1/pipelines/{pipeline}/partitions/{partition}/claim", post(claim))
+        .route("/v1/pipelines/{pipeline}/partitions/{partition}/checkpoint", post(checkpoint))
+        .route("/v1/pipelines/{pipeline}/partitions/{partition}/release", post(release))
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .layer(DefaultBodyLimit::max(MAX_BODY));
+    Router::new().route("/healthz", get(|| async { "ok" })).merge(api).with_state(app)
+}
+
+pub async fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<()> {
+    let token = load_token(args)?;
+    let manager = ctx.manager()?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    eprintln!("oxiflow serve: {} on http://{}", ctx.settings.url, listener.local_addr()?);
+    axum::serve(listener, router(manager, token))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
