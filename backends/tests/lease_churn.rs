@@ -5,13 +5,16 @@
 //! log must show never two holders at once, epochs rising with time, and an
 //! exact count.
 //!
-//! The test binary re-runs itself as the churn processes.
+//! Runs on the local directory and on S3 (moto). The test binary re-runs
+//! itself as the churn processes.
+
+mod support;
 
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use oxiflow_backends::{Error, LocalDirStore, StateManager, StepPlan};
+use oxiflow_backends::{ConditionalStore, Error, LocalDirStore, ObjectStoreBackend, StateManager, StepPlan};
 use oxiflow_core::{Config, Holder, LeaseConfig, PartitionId, Progress};
 
 const PROCESSES: usize = 4;
@@ -27,17 +30,28 @@ fn config() -> Config {
     Config { lease, ..Config::default() }
 }
 
+fn open(url: &str) -> Arc<dyn ConditionalStore> {
+    match url.strip_prefix("file://") {
+        Some(dir) => Arc::new(LocalDirStore::open(dir).unwrap()),
+        None => Arc::new(ObjectStoreBackend::open(url, &support::s3_options().expect("S3 options").1).unwrap()),
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 #[tokio::test]
 async fn churn_process() {
-    let (Ok(dir), Ok(me)) = (std::env::var("OXIFLOW_CHURN_DIR"), std::env::var("OXIFLOW_CHURN_WORKER")) else { return };
-    let m = StateManager::new(Arc::new(LocalDirStore::open(&dir).unwrap()), config());
+    let (Ok(url), Ok(logs), Ok(me)) =
+        (std::env::var("OXIFLOW_CHURN_URL"), std::env::var("OXIFLOW_CHURN_LOGS"), std::env::var("OXIFLOW_CHURN_WORKER"))
+    else {
+        return;
+    };
+    let m = StateManager::new(open(&url), config());
     let (p, part) = ("churn".parse().unwrap(), PartitionId::step("hot".parse().unwrap()));
     let worker = me.parse().unwrap();
-    let mut log = std::fs::File::create(format!("{dir}/../log-{me}")).unwrap();
+    let mut log = std::fs::File::create(format!("{logs}/log-{me}")).unwrap();
     for cycle in 0..CYCLES {
         let mut c = loop {
             match m.claim(&p, &part, &worker).await {
@@ -71,14 +85,9 @@ async fn churn_process() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn never_two_holders_across_500_real_process_cycles() {
-    if std::env::var_os("OXIFLOW_CHURN_DIR").is_some() {
-        return;
-    }
+async fn churn(url: String, label: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("state");
-    let m = StateManager::new(Arc::new(LocalDirStore::open(&dir).unwrap()), config());
+    let m = StateManager::new(open(&url), config());
     let p = "churn".parse().unwrap();
     m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan { step_id: "hot".parse().unwrap(), shards: None }]).await.unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -86,7 +95,8 @@ async fn never_two_holders_across_500_real_process_cycles() {
         .map(|i| {
             tokio::process::Command::new(&exe)
                 .args(["churn_process", "--exact", "--test-threads=1"])
-                .env("OXIFLOW_CHURN_DIR", &dir)
+                .env("OXIFLOW_CHURN_URL", &url)
+                .env("OXIFLOW_CHURN_LOGS", tmp.path())
                 .env("OXIFLOW_CHURN_WORKER", format!("p{i}"))
                 .spawn()
                 .unwrap()
@@ -112,10 +122,32 @@ async fn never_two_holders_across_500_real_process_cycles() {
     }
     let view = m.view(&p).await.unwrap();
     println!(
-        "lease churn: {} cycles by {PROCESSES} processes, {deaths} holders died and were taken over after expiry, 0 overlaps, count {}",
+        "lease churn on {label}: {} cycles by {PROCESSES} processes, {deaths} holders died and were taken over after expiry, 0 overlaps, count {}",
         intervals.len(),
         view.records_processed
     );
     assert_eq!(view.records_processed, intervals.len() as u64, "one checkpoint per cycle, exactly");
     assert!(deaths >= 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_two_holders_across_500_real_process_cycles_on_a_local_directory() {
+    if std::env::var_os("OXIFLOW_CHURN_URL").is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    churn(format!("file://{}", dir.path().display()), "a local directory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_two_holders_across_500_real_process_cycles_on_s3() {
+    if std::env::var_os("OXIFLOW_CHURN_URL").is_some() {
+        return;
+    }
+    let Some((url, _)) = support::s3_options() else {
+        assert!(std::env::var_os("CI").is_none(), "moto must run in CI");
+        eprintln!("SKIPPED S3 lease churn: OXIFLOW_TEST_S3_ENDPOINT is not set");
+        return;
+    };
+    churn(url, "S3 (moto)").await;
 }
