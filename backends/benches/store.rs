@@ -7,24 +7,18 @@
 //! - 8 workers on one partition: goodput vs the server's serial CAS rate,
 //!   and the lost-update check.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use oxiflow_backends::{ConditionalStore, CountingStore, Error, ObjectStoreBackend, ObjectStoreOptions, StateManager, StepPlan};
+use oxiflow_backends::{ConditionalStore, CountingStore, Error, ObjectStoreBackend, StateManager, StepPlan};
 use oxiflow_core::{codec, Config, PartitionId, PipelineId, Progress, WorkerId};
 
 fn store() -> Arc<dyn ConditionalStore> {
-    let endpoint = std::env::var("OXIFLOW_TEST_S3_ENDPOINT").expect("run through scripts/bench.sh (needs OXIFLOW_TEST_S3_ENDPOINT)");
-    let bucket = std::env::var("OXIFLOW_TEST_S3_BUCKET").unwrap_or_else(|_| "oxiflow-test".into());
-    let options = ObjectStoreOptions {
-        endpoint: Some(endpoint),
-        allow_http: true,
-        access_key_id: Some("test".into()),
-        secret_access_key: Some("test".into()),
-        region: Some("us-east-1".into()),
-        ..ObjectStoreOptions::default()
-    };
-    Arc::new(ObjectStoreBackend::open(&format!("s3://{bucket}/bench-{:08x}", rand::random::<u32>()), &options).unwrap())
+    let (url, options) = support::s3_options().expect("run through scripts/bench.sh (needs OXIFLOW_TEST_S3_ENDPOINT)");
+    Arc::new(ObjectStoreBackend::open(&url, &options).unwrap())
 }
 
 fn id<T: std::str::FromStr<Err = oxiflow_core::Error>>(s: &str) -> T {

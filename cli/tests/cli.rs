@@ -6,7 +6,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use serde_json::Value;
+use support::ox;
 
 const INVALID: i32 = 2;
 const NOT_FOUND: i32 = 3;
@@ -15,18 +18,6 @@ const LEASE_HELD: i32 = 5;
 const FENCED: i32 = 6;
 const CORRUPT: i32 = 7;
 const UNAVAILABLE: i32 = 8;
-
-/// `oxiflow` in `dir`, with no inherited OXIFLOW_* settings.
-fn ox(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_oxiflow"));
-    c.current_dir(dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OXIFLOW_") {
-            c.env_remove(k);
-        }
-    }
-    c
-}
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     ox(dir).args(args).output().unwrap()

@@ -2,17 +2,12 @@
 //! typed error and exit code, and its bytes are unchanged afterwards.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod support;
 
 fn ox(dir: &Path, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_oxiflow"));
-    c.current_dir(dir).args(args);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OXIFLOW_") {
-            c.env_remove(k);
-        }
-    }
-    c.output().unwrap()
+    support::ox(dir).args(args).output().unwrap()
 }
 
 fn corpus(name: &str) -> Vec<u8> {

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+
 /// Short leases so takeovers come within a second.
 const SHORT_LEASES: [(&str, &str); 4] = [
     ("OXIFLOW_LEASE_TTL", "1s"),
@@ -15,14 +17,9 @@ const SHORT_LEASES: [(&str, &str); 4] = [
     ("OXIFLOW_SAFETY_MARGIN", "100ms"),
 ];
 
+/// `oxiflow` in `dir` with short leases.
 fn ox(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_oxiflow"));
-    c.current_dir(dir).envs(SHORT_LEASES);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OXIFLOW_") {
-            c.env_remove(k);
-        }
-    }
+    let mut c = support::ox(dir);
     c.envs(SHORT_LEASES);
     c
 }

@@ -3,11 +3,14 @@
 //! using it as a backend.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 use oxiflow_backends::{conformance, ConditionalStore, HttpStore, ObjectStoreBackend, ObjectStoreOptions};
+use support::ox;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -21,17 +24,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn ox(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_oxiflow"));
-    c.current_dir(dir);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("OXIFLOW_") {
-            c.env_remove(k);
-        }
-    }
-    c
 }
 
 async fn start(dir: &Path) -> Server {

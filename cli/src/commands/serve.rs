@@ -154,13 +154,11 @@ async fn claim(
     Ok(report(&app, c.doc()))
 }
 
-async fn checkpoint(
-    State(app): State<Arc<App>>,
-    Path((p, part)): Path<(String, String)>,
-    Json(b): Json<HolderBody>,
-) -> Result<Response, ApiError> {
+/// Adopts the lease the worker holds and writes once: a checkpoint, or
+/// the given finish (release, complete, fail).
+async fn holder_write(app: &App, p: &str, part: &str, b: HolderBody) -> Result<Response, ApiError> {
     let m = &app.manager;
-    let mut held = m.adopt(&pipeline_id(&p)?, &partition_id(&part)?, &worker_id(&b.worker_id)?).await?;
+    let mut held = m.adopt(&pipeline_id(p)?, &partition_id(part)?, &worker_id(&b.worker_id)?).await?;
     let doc = match b.finish {
         None => {
             m.checkpoint(&mut held, b.progress).await?;
@@ -170,7 +168,15 @@ async fn checkpoint(
         Some(oxiflow_core::Finish::Fail { error, retryable }) => m.fail(&mut held, b.progress, error, retryable).await?,
         Some(oxiflow_core::Finish::Release) => m.release(&mut held, b.progress).await?,
     };
-    Ok(report(&app, &doc))
+    Ok(report(app, &doc))
+}
+
+async fn checkpoint(
+    State(app): State<Arc<App>>,
+    Path((p, part)): Path<(String, String)>,
+    Json(b): Json<HolderBody>,
+) -> Result<Response, ApiError> {
+    holder_write(&app, &p, &part, b).await
 }
 
 async fn release(
@@ -178,10 +184,7 @@ async fn release(
     Path((p, part)): Path<(String, String)>,
     Json(b): Json<HolderBody>,
 ) -> Result<Response, ApiError> {
-    let m = &app.manager;
-    let mut held = m.adopt(&pipeline_id(&p)?, &partition_id(&part)?, &worker_id(&b.worker_id)?).await?;
-    let doc = m.release(&mut held, b.progress).await?;
-    Ok(report(&app, &doc))
+    holder_write(&app, &p, &part, HolderBody { finish: Some(oxiflow_core::Finish::Release), ..b }).await
 }
 
 fn load_token(args: &ServeArgs) -> anyhow::Result<Vec<u8>> {
