@@ -35,3 +35,9 @@ if docker info >/dev/null 2>&1; then echo "docker engine: reachable (MinIO via t
 
 step "tests (release: the simulation runs 2,500 proptest cases)"
 cargo test --workspace --release --locked
+
+step "wasm package for browsers and Node.js"
+scripts/build-wasm.sh
+
+step "the Node.js package: shared vectors and a JavaScript-driven claim and checkpoint"
+node --test wasm/tests/
