@@ -107,17 +107,18 @@ pub fn run_vectors(json: &str) -> Result<u32, JsValue> {
 #[derive(Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum OperationSpec {
-    Create(PartitionDoc),
+    Create(Box<PartitionDoc>),
     Claim(Claim<PartitionDoc>),
     Write(Write<PartitionDoc>),
     RequestStop(RequestStop<PartitionDoc>),
 }
 
+/// Boxed: the drivers hold whole documents and differ in size.
 enum Driver {
-    Create(Update<Create<PartitionDoc>>),
-    Claim(Update<Claim<PartitionDoc>>),
-    Write(Update<Write<PartitionDoc>>),
-    RequestStop(Update<RequestStop<PartitionDoc>>),
+    Create(Box<Update<Create<PartitionDoc>>>),
+    Claim(Box<Update<Claim<PartitionDoc>>>),
+    Write(Box<Update<Write<PartitionDoc>>>),
+    RequestStop(Box<Update<RequestStop<PartitionDoc>>>),
 }
 
 /// A sans-I/O operation on one partition document, driven from JavaScript:
@@ -214,10 +215,10 @@ impl Operation {
             }
         }
         let driver = match spec {
-            OperationSpec::Create(doc) => Driver::Create(make(key, Create(doc), config, cached)),
-            OperationSpec::Claim(m) => Driver::Claim(make(key, m, config, cached)),
-            OperationSpec::Write(m) => Driver::Write(make(key, m, config, cached)),
-            OperationSpec::RequestStop(m) => Driver::RequestStop(make(key, m, config, cached)),
+            OperationSpec::Create(doc) => Driver::Create(Box::new(make(key, Create(*doc), config, cached))),
+            OperationSpec::Claim(m) => Driver::Claim(Box::new(make(key, m, config, cached))),
+            OperationSpec::Write(m) => Driver::Write(Box::new(make(key, m, config, cached))),
+            OperationSpec::RequestStop(m) => Driver::RequestStop(Box::new(make(key, m, config, cached))),
         };
         Ok(Operation { driver, body: Vec::new() })
     }
