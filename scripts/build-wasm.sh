@@ -16,9 +16,12 @@ if [ ! -x tools/node_modules/.bin/wasm-opt ]; then
   npm install --prefix tools --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
-cargo build -p oxiflow-wasm --target wasm32-unknown-unknown --profile wasm-release --locked
 wasm=target/wasm32-unknown-unknown/wasm-release/oxiflow_wasm.wasm
+# The browser bundle without the test-vector runner; the Node build with it.
 for target in web nodejs; do
+  features=""
+  [ "$target" = nodejs ] && features="--features vectors"
+  cargo build -p oxiflow-wasm --target wasm32-unknown-unknown --profile wasm-release --locked $features
   out=wasm/pkg/${target/nodejs/node}
   rm -rf "$out"
   wasm-bindgen --target "$target" --out-dir "$out" "$wasm"

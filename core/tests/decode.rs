@@ -110,3 +110,13 @@ fn unknown_fields_are_corrupt_not_dropped() {
     let err = codec::decode::<PipelineDoc>(KEY, sealed.as_bytes(), &Limits::default()).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }) && err.to_string().contains("unknown field `curAent_step`"), "{err}");
 }
+
+proptest! {
+    /// The core's own RFC 3339 formatting agrees with chrono's everywhere.
+    #[test]
+    fn timestamps_format_like_chrono(ms in -62_135_596_800_000i64..253_402_300_799_999) {
+        let ours = Timestamp::from_millis(ms).to_string();
+        let theirs = chrono::DateTime::from_timestamp_millis(ms).unwrap().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        prop_assert_eq!(ours, theirs);
+    }
+}

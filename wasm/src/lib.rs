@@ -12,10 +12,11 @@
 //! - `Operation`: the sans-I/O drivers (claim, checkpoint, heartbeat,
 //!   release, complete, fail, stop request) for JavaScript to drive with its
 //!   own I/O (fetch, or the AWS SDK in a Lambda).
-//! - `runVectors(json)`: the shared test vectors, run inside wasm.
+//! - `runVectors(json)`: the shared test vectors, run inside wasm (feature
+//!   `vectors`: in the Node build, not in the browser bundle).
 
 use oxiflow_core::{
-    aggregate as core_aggregate, codec, keys, vectors, Action, Claim, Config, Create, LeaseConfig, PartitionDoc, PartitionId, PipelineDoc,
+    aggregate as core_aggregate, codec, keys, Action, Claim, Config, Create, LeaseConfig, PartitionDoc, PartitionId, PipelineDoc,
     RequestStop, Response, Timestamp, Update, Version, Write,
 };
 use serde::Deserialize;
@@ -94,9 +95,10 @@ pub fn lease_status(lease_json: &str, now_ms: f64, config_json: Option<String>) 
 }
 
 /// Runs a file of shared test vectors inside wasm; returns how many passed.
+#[cfg(feature = "vectors")]
 #[wasm_bindgen(js_name = runVectors)]
 pub fn run_vectors(json: &str) -> Result<u32, JsValue> {
-    vectors::run_file(json).map(|n| n as u32).map_err(|e| JsValue::from_str(&e))
+    oxiflow_core::vectors::run_file(json).map(|n| n as u32).map_err(|e| JsValue::from_str(&e))
 }
 
 /// Which operation an [`Operation`] drives, as JSON:
