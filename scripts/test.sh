@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*"; }
 
 step "toolchain: wasm32 target, clippy, rustfmt; curl, python3, node for the servers"
-for tool in curl python3 node npm; do command -v "$tool" >/dev/null || { echo "missing $tool"; exit 1; }; done
+if ! command -v curl >/dev/null && [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq curl >/dev/null; fi
+for tool in curl python3 node npm; do command -v "$tool" >/dev/null || { echo "missing $tool: install it and run again"; exit 1; }; done
 rustup target add wasm32-unknown-unknown >/dev/null
 rustup component add clippy rustfmt >/dev/null
 
