@@ -93,7 +93,7 @@ fn without_url(e: &reqwest::Error) -> String {
 }
 
 /// The version a response describes.
-pub fn version_from(headers: &HeaderMap) -> Version {
+fn version_from(headers: &HeaderMap) -> Version {
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     Version { e_tag: get(ETAG.as_str()), version: get(GENERATION_HEADER) }
 }

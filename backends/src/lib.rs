@@ -24,7 +24,7 @@ mod store;
 pub use counting::{CountingStore, RequestCounts};
 pub use error::{Error, Result};
 pub use faults::{FaultCounts, Faults, FaultyStore};
-pub use http::{version_from, HttpStore, GENERATION_HEADER};
+pub use http::{HttpStore, GENERATION_HEADER};
 pub use keeper::Held;
 pub use local::LocalDirStore;
 pub use manager::{system_clock, Claimed, Clock, Export, ProbeReport, StateManager, StepPlan};

@@ -184,6 +184,18 @@ struct ObjectSpec {
     version: Version,
 }
 
+/// Runs the same call on whichever driver this operation holds.
+macro_rules! each_driver {
+    ($self:ident, |$u:ident| $call:expr) => {
+        match &mut $self.driver {
+            Driver::Create($u) => action_json($call, &mut $self.body),
+            Driver::Claim($u) => action_json($call, &mut $self.body),
+            Driver::Write($u) => action_json($call, &mut $self.body),
+            Driver::RequestStop($u) => action_json($call, &mut $self.body),
+        }
+    };
+}
+
 #[wasm_bindgen]
 impl Operation {
     /// `cached_doc_json` + `cached_version_json`: start from a cached
@@ -232,12 +244,7 @@ impl Operation {
 
     pub fn start(&mut self, now_ms: f64) -> String {
         let now = Timestamp::from_millis(now_ms as i64);
-        match &mut self.driver {
-            Driver::Create(u) => action_json(u.start(now), &mut self.body),
-            Driver::Claim(u) => action_json(u.start(now), &mut self.body),
-            Driver::Write(u) => action_json(u.start(now), &mut self.body),
-            Driver::RequestStop(u) => action_json(u.start(now), &mut self.body),
-        }
+        each_driver!(self, |u| u.start(now))
     }
 
     /// Feeds the store's answer; `object_body` carries the bytes of an
@@ -255,21 +262,11 @@ impl Operation {
             ResponseSpec::Unavailable { reason } => Response::Unavailable { reason },
         };
         let (now, random) = (Timestamp::from_millis(now_ms as i64), random as u64);
-        Ok(match &mut self.driver {
-            Driver::Create(u) => action_json(u.handle(response, now, random), &mut self.body),
-            Driver::Claim(u) => action_json(u.handle(response, now, random), &mut self.body),
-            Driver::Write(u) => action_json(u.handle(response, now, random), &mut self.body),
-            Driver::RequestStop(u) => action_json(u.handle(response, now, random), &mut self.body),
-        })
+        Ok(each_driver!(self, |u| u.handle(response, now, random)))
     }
 
     pub fn wake(&mut self, now_ms: f64) -> String {
         let now = Timestamp::from_millis(now_ms as i64);
-        match &mut self.driver {
-            Driver::Create(u) => action_json(u.wake(now), &mut self.body),
-            Driver::Claim(u) => action_json(u.wake(now), &mut self.body),
-            Driver::Write(u) => action_json(u.wake(now), &mut self.body),
-            Driver::RequestStop(u) => action_json(u.wake(now), &mut self.body),
-        }
+        each_driver!(self, |u| u.wake(now))
     }
 }

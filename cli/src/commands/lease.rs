@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use oxiflow_backends::StateManager;
 use oxiflow_core::{keys, LeaseStatus, PartitionDoc, PipelineId, Progress};
 use serde::Serialize;
 
@@ -10,8 +11,8 @@ use super::{partition_id, pipeline_id, worker_id, Ctx, PartitionReport};
 use crate::args::{CheckpointArgs, ClaimArgs, HolderArgs};
 use crate::output::{self, Table};
 
-fn report(ctx: &Ctx, doc: &PartitionDoc) -> anyhow::Result<()> {
-    let m = ctx.manager()?;
+/// Prints a partition after a lease command, with the manager that ran it.
+fn report(ctx: &Ctx, m: &StateManager, doc: &PartitionDoc) -> anyhow::Result<()> {
     let r = PartitionReport::of(doc, m.now(), &m.config().lease);
     if ctx.json {
         output::json(&r)
@@ -29,7 +30,7 @@ pub async fn claim(ctx: &mut Ctx, args: &ClaimArgs) -> anyhow::Result<()> {
     let h = &args.holder;
     let m = ctx.manager()?;
     let claimed = m.claim(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
-    report(ctx, claimed.doc())
+    report(ctx, &m, claimed.doc())
 }
 
 fn progress(args: &CheckpointArgs) -> anyhow::Result<Progress> {
@@ -63,19 +64,18 @@ pub async fn checkpoint(ctx: &Ctx, args: &CheckpointArgs) -> anyhow::Result<()> 
         m.checkpoint(&mut held, progress).await?;
         held.doc().clone()
     };
-    report(ctx, &doc)
+    report(ctx, &m, &doc)
 }
 
 pub async fn release(ctx: &Ctx, h: &HolderArgs) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let mut held = m.adopt(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
     let doc = m.release(&mut held, Progress::default()).await?;
-    report(ctx, &doc)
+    report(ctx, &m, &doc)
 }
 
 /// Every partition of `pipelines` with a live (unreleased) lease.
-async fn leases(ctx: &Ctx, pipelines: Vec<PipelineId>) -> anyhow::Result<Vec<PartitionReport>> {
-    let m = ctx.manager()?;
+async fn leases(m: &StateManager, pipelines: Vec<PipelineId>) -> anyhow::Result<Vec<PartitionReport>> {
     let mut out = Vec::new();
     for p in pipelines {
         let (_, parts) = m.load(&p).await?;
@@ -88,7 +88,7 @@ async fn leases(ctx: &Ctx, pipelines: Vec<PipelineId>) -> anyhow::Result<Vec<Par
     Ok(out)
 }
 
-fn print_leases(ctx: &Ctx, reports: &[PartitionReport]) -> anyhow::Result<()> {
+fn print_leases(ctx: &Ctx, m: &StateManager, reports: &[PartitionReport]) -> anyhow::Result<()> {
     if ctx.json {
         return output::json(&reports);
     }
@@ -96,7 +96,7 @@ fn print_leases(ctx: &Ctx, reports: &[PartitionReport]) -> anyhow::Result<()> {
         println!("no leases held");
         return Ok(());
     }
-    let now = ctx.manager()?.now();
+    let now = m.now();
     let mut t = Table::new(&["PIPELINE", "STEP", "WORKER", "EPOCH", "EXPIRES", "STATUS", "RECORDS"]);
     for r in reports {
         let expires = r.expires_at.map(|e| output::relative(e, now)).unwrap_or_default();
@@ -117,17 +117,19 @@ fn print_leases(ctx: &Ctx, reports: &[PartitionReport]) -> anyhow::Result<()> {
 }
 
 pub async fn lock_status(ctx: &Ctx, pipeline: &str) -> anyhow::Result<()> {
-    let reports = leases(ctx, vec![pipeline_id(pipeline)?]).await?;
-    print_leases(ctx, &reports)
+    let m = ctx.manager()?;
+    let reports = leases(&m, vec![pipeline_id(pipeline)?]).await?;
+    print_leases(ctx, &m, &reports)
 }
 
 pub async fn worker_list(ctx: &Ctx, pipeline: Option<&str>) -> anyhow::Result<()> {
+    let m = ctx.manager()?;
     let pipelines = match pipeline {
         Some(p) => vec![pipeline_id(p)?],
-        None => ctx.manager()?.list_pipelines().await?,
+        None => m.list_pipelines().await?,
     };
-    let reports = leases(ctx, pipelines).await?;
-    print_leases(ctx, &reports)
+    let reports = leases(&m, pipelines).await?;
+    print_leases(ctx, &m, &reports)
 }
 
 #[derive(Serialize)]
