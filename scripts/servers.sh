@@ -27,7 +27,9 @@ start_moto() {
     python3 -m pip install --quiet 'moto[server]>=5.1,<6'
   fi
   local port; port=$(free_port)
-  moto_server -H 127.0.0.1 -p "$port" >"$SERVERS_DIR/moto.log" 2>&1 &
+  # moto's own launcher lets two conditional PUTs on one key both pass their
+  # check (see tools/moto_server.py); this one applies requests one at a time.
+  python3 tools/moto_server.py 127.0.0.1 "$port" >"$SERVERS_DIR/moto.log" 2>&1 &
   SERVER_PIDS+=($!)
   wait_http "http://127.0.0.1:$port/" moto $! "$SERVERS_DIR/moto.log"
   curl -sf -X PUT "http://127.0.0.1:$port/oxiflow-test" >/dev/null

@@ -344,12 +344,13 @@ fn checkpoint_race(d: &Path, env: &[(&'static str, String)]) {
                             other => panic!("claim exited {other:?}"),
                         }
                     }
-                    match oxe(&["checkpoint", "race", "count", "--worker", &w, "--add-records", "1"]).status.code() {
+                    let o = oxe(&["checkpoint", "race", "count", "--worker", &w, "--add-records", "1"]);
+                    match o.status.code() {
                         Some(0) => ok += 1,
                         // The store failed transiently past the retries: the
                         // outcome is unknown (exit 8 says exactly that).
                         Some(UNAVAILABLE) => unknown += 1,
-                        other => panic!("a holder's checkpoint exited {other:?}"),
+                        other => panic!("a holder's checkpoint exited {other:?}: {}", text(&o)),
                     }
                     let _ = oxe(&["release", "race", "count", "--worker", &w]);
                 }

@@ -47,6 +47,7 @@ fn fixture() -> (Vec<u8>, Vec<Vec<u8>>) {
                 released_at: None,
                 last_write: 0x9e37_79b9_7f4a_7c15,
                 stop_requested: None,
+                ttl_ms: None,
                 previous: None,
             });
             d.stamp(t(1_764_000_002_000));

@@ -18,6 +18,7 @@ fn main() {
         released_at: None,
         last_write: 9,
         stop_requested: None,
+        ttl_ms: None,
         previous: None,
     });
     let mut progress = Progress {

@@ -47,19 +47,29 @@ pub fn decode<D: Document>(key: &str, bytes: &[u8], limits: &Limits) -> Result<D
         serde_json::from_slice(&body).map_err(|e| corrupt(alloc::format!("not a valid {} document: {e}", D::KIND)))?
     } else {
         let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| corrupt(alloc::format!("not JSON: {e}")))?;
-        migrate(&mut value, format).map_err(corrupt)?;
+        for from in format..FORMAT_VERSION {
+            migrate(&mut value, from).map_err(corrupt)?;
+        }
         serde_json::from_value(value).map_err(|e| corrupt(alloc::format!("not a valid {} document after migration: {e}", D::KIND)))?
     };
     doc.check(limits).map_err(corrupt)?;
     Ok(doc)
 }
 
-/// The migration hook: rewrites a document of an older `format_version`
-/// (below [`FORMAT_VERSION`]) into the current shape, one format at a time.
-/// Format 1 is the first, so today every older number is refused; format 2
-/// will add its `1 => upgrade_1_to_2(value)` step here.
-pub fn migrate(_value: &mut serde_json::Value, from: u64) -> Result<(), String> {
-    Err(alloc::format!("format_version {from} was never written by oxiflow"))
+/// The migration hook: rewrites a document of format `from` into format
+/// `from + 1`; `decode` applies it once per step up to [`FORMAT_VERSION`].
+/// Migrated documents are only read; the next write stores the new format.
+pub fn migrate(value: &mut serde_json::Value, from: u64) -> Result<(), String> {
+    let doc = value.as_object_mut().ok_or("not a JSON object")?;
+    match from {
+        // Format 2 added the optional `lease.ttl_ms`: a format 1 document is
+        // a format 2 document without it.
+        1 => {
+            doc.insert("format_version".into(), 2.into());
+            Ok(())
+        }
+        _ => Err(alloc::format!("format_version {from} was never written by oxiflow")),
+    }
 }
 
 /// Reads `format_version` from its canonical place at the start.
@@ -128,7 +138,7 @@ mod tests {
         let limits = Limits::default();
         let bytes = encode(KEY, &doc(), &limits).unwrap();
         let text = core::str::from_utf8(&bytes).unwrap();
-        assert!(text.starts_with("{\"format_version\":1,\"pipeline_id\":\"p\",\"step_id\":\"load\",\"shard\":2,"), "{text}");
+        assert!(text.starts_with("{\"format_version\":2,\"pipeline_id\":\"p\",\"step_id\":\"load\",\"shard\":2,"), "{text}");
         assert!(text.ends_with("\"}") && text.contains(",\"checksum\":\""), "{text}");
         let back: PartitionDoc = decode(KEY, &bytes, &limits).unwrap();
         assert_eq!(back, doc());
@@ -160,10 +170,21 @@ mod tests {
     fn future_format_is_refused_by_name() {
         let limits = Limits::default();
         let text =
-            String::from_utf8(encode(KEY, &doc(), &limits).unwrap()).unwrap().replacen("\"format_version\":1", "\"format_version\":7", 1);
+            String::from_utf8(encode(KEY, &doc(), &limits).unwrap()).unwrap().replacen("\"format_version\":2", "\"format_version\":7", 1);
         let err = decode::<PartitionDoc>(KEY, text.as_bytes(), &limits).unwrap_err();
-        assert_eq!(err, Error::UnsupportedFormat { key: KEY.into(), found: 7, supported: 1 });
+        assert_eq!(err, Error::UnsupportedFormat { key: KEY.into(), found: 7, supported: 2 });
         assert!(err.to_string().contains("upgrade oxiflow"));
+    }
+
+    #[test]
+    fn format_1_documents_are_read_as_format_2() {
+        let limits = Limits::default();
+        let mut d = doc();
+        d.format_version = 1;
+        let bytes = encode(KEY, &d, &limits).unwrap();
+        assert!(bytes.starts_with(b"{\"format_version\":1,"));
+        let back: PartitionDoc = decode(KEY, &bytes, &limits).unwrap();
+        assert_eq!(back, doc(), "migrated to the current format");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::time::Timestamp;
 
 /// The format this build writes. Older formats are migrated on read
 /// ([`crate::codec::migrate`]); newer ones are refused.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 /// Bounds on what one document may hold, so every object stays small and a
 /// hostile or buggy writer cannot grow it without limit.

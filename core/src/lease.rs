@@ -82,6 +82,11 @@ pub struct Lease {
     pub last_write: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_requested: Option<StopRequest>,
+    /// The ttl the claim asked for: each holder write extends the lease by
+    /// it, so a long claim stays long whoever's config later writes. Absent
+    /// in older documents, where the writer's configured ttl applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
     /// Who held the lease before this claim, and their last write: a holder
     /// whose release landed (response lost) just before someone else claimed
     /// finds its write here and knows it landed.
@@ -211,6 +216,7 @@ pub(crate) fn take(
         released_at: None,
         last_write: write_id,
         stop_requested: None,
+        ttl_ms: Some(u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX)),
         previous,
     });
     Ok(())

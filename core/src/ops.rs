@@ -177,7 +177,7 @@ impl<D: Work> Mutation for Write<D> {
         if finish.is_some() {
             lease.released_at = Some(ctx.now);
         } else {
-            lease.expires_at = ctx.now.plus(ctx.config.lease.ttl);
+            lease.expires_at = ctx.now.plus(lease.ttl_ms.map_or(ctx.config.lease.ttl, core::time::Duration::from_millis));
         }
         Ok(true)
     }

@@ -172,6 +172,7 @@ fn aggregate_sums_shards_orders_steps_and_flags_stale_leases() {
         released_at: None,
         last_write: 1,
         stop_requested: None,
+        ttl_ms: None,
         previous: None,
     });
     let mut shard1 = PartitionDoc::new(p.clone(), PartitionId::shard(load.clone(), 1), RunId::new("run-1").unwrap(), t(0));
@@ -193,4 +194,23 @@ fn aggregate_sums_shards_orders_steps_and_flags_stale_leases() {
 
     let other = PartitionDoc::new(PipelineId::new("other").unwrap(), PartitionId::step(load), run, t(0));
     assert!(aggregate(&pipeline, &[other], t(0), &LeaseConfig::default(), 10).is_err());
+}
+
+#[test]
+fn a_claims_ttl_outlives_the_writers_config() {
+    let (p, s, _, w) = ids();
+    let key = keys::partition_doc(&p, &PartitionId::step(s.clone()));
+    let mut store = Store::default();
+    let short = Config::default();
+    let mut long = short;
+    long.lease.ttl = std::time::Duration::from_secs(3600);
+    let run = RunId::new("run-1").unwrap();
+    store
+        .run(Update::new(key.clone(), Create(PartitionDoc::new(p, PartitionId::step(s), run, Timestamp::from_millis(0))), short), 0)
+        .unwrap();
+    let claimed = store.run(Update::new(key.clone(), Claim::<PartitionDoc>::new(w, 1), long), 1_000).unwrap();
+    let holder = Holder::of(claimed.doc.lease.as_ref().unwrap());
+    // A checkpoint written under the default 30 s config keeps the hour.
+    let written = store.run(Update::new(key, Write::<PartitionDoc>::checkpoint(holder, 2, Progress::default()), short), 5_000).unwrap();
+    assert_eq!(written.doc.lease.unwrap().expires_at, Timestamp::from_millis(5_000 + 3_600_000));
 }

@@ -1,5 +1,6 @@
 //! One file per group of subcommands; this one holds what they share.
 
+pub mod dashboard;
 pub mod demo;
 pub mod doctor;
 pub mod lease;

@@ -1,7 +1,8 @@
 //! `oxiflow serve`: the state over HTTP (axum). Raw documents with ETag,
 //! If-Match and If-None-Match (412 on a stale version) so remote workers can
 //! use it as a store (`--backend http://…`), the aggregated view, and claim /
-//! checkpoint / release endpoints. Every route but `/healthz` needs
+//! checkpoint / release endpoints, and the dashboard. Every route but
+//! `/healthz` and the dashboard's static files needs
 //! `Authorization: Bearer <token>`, compared in constant time.
 
 use std::sync::Arc;
@@ -218,7 +219,7 @@ pub fn router(manager: StateManager, token: Vec<u8>) -> Router {
         .route("/v1/pipelines/{pipeline}/partitions/{partition}/release", post(release))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY));
-    Router::new().route("/healthz", get(|| async { "ok" })).merge(api).with_state(app)
+    Router::new().route("/healthz", get(|| async { "ok" })).merge(super::dashboard::routes()).merge(api).with_state(app)
 }
 
 pub async fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<()> {
