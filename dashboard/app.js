@@ -172,14 +172,14 @@ function renderPipeline(id, loaded, now) {
   const view = viewOf(loaded, now);
   const section = el("section", { class: "pipeline", "data-pipeline": id });
   if (!view) {
-    section.append(el("h2", {}, id), renderProblems(loaded.problems));
+    section.append(el("h2", {}, id), renderProblems(loaded.problems) ?? el("p", { class: "muted" }, "no pipeline document"));
     return section;
   }
   const parts = view.steps.flatMap((s) => s.partitions);
   const done = parts.filter((p) => p.current_run && statusKind(p.status) === "completed").length;
   const stale = parts.filter((p) => p.lease?.stale || p.lease?.status.state === "expired");
   section.append(
-    el(
+    ...[el(
       "div",
       { class: "pipeline-head" },
       el("h2", {}, id),
@@ -202,7 +202,7 @@ function renderPipeline(id, loaded, now) {
       : null,
     renderSteps(view, now),
     renderErrors(view, now),
-    renderProblems(loaded.problems),
+    renderProblems(loaded.problems)].filter(Boolean),
   );
   return section;
 }

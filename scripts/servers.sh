@@ -39,9 +39,6 @@ start_moto() {
 
 start_azurite() {
   local tools; tools="$(pwd)/tools"
-  if [ ! -x "$tools/node_modules/.bin/azurite-blob" ]; then
-    npm install --prefix "$tools" --no-audit --no-fund --loglevel=error >/dev/null
-  fi
   local port; port=$(free_port)
   "$tools/node_modules/.bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$port" --location "$SERVERS_DIR/azurite" \
     --skipApiVersionCheck --loose --disableTelemetry >"$SERVERS_DIR/azurite.log" 2>&1 &

@@ -6,11 +6,25 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "toolchain: wasm32 target, clippy, rustfmt; curl, python3, node for the servers"
-if ! command -v curl >/dev/null && [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq curl >/dev/null; fi
+step "toolchain: wasm32 target, clippy, rustfmt; curl, python3, node; Chromium and ChromeDriver for the browser tests"
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "missing ${missing[*]}: install them (apt-get install ${missing[*]}) and run again"; exit 1; }
+  echo "apt-get install ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 for tool in curl python3 node npm; do command -v "$tool" >/dev/null || { echo "missing $tool: install it and run again"; exit 1; }; done
 rustup target add wasm32-unknown-unknown >/dev/null
 rustup component add clippy rustfmt >/dev/null
+for pkg in azurite binaryen playwright-core @azure/storage-blob; do
+  if [ ! -d "tools/node_modules/$pkg" ]; then npm install --prefix tools --no-audit --no-fund --loglevel=error >/dev/null; break; fi
+done
+if [ ! -d examples/node-lambda/node_modules/@aws-sdk/client-s3 ]; then
+  npm install --prefix examples/node-lambda --no-audit --no-fund --loglevel=error >/dev/null
+fi
 
 step "format"
 cargo fmt --all --check
@@ -34,11 +48,15 @@ start_moto
 start_azurite
 if docker info >/dev/null 2>&1; then echo "docker engine: reachable (MinIO via testcontainers runs)"; else echo "docker engine: not reachable here; MinIO via testcontainers is skipped, moto and azurite cover S3 and Azure"; fi
 
+step "wasm package for browsers and Node.js (before the tests: oxiflow serve embeds it for the dashboard)"
+scripts/build-wasm.sh
+
 step "tests (release: the simulation runs 2,500 proptest cases)"
 cargo test --workspace --release --locked
 
-step "wasm package for browsers and Node.js"
-scripts/build-wasm.sh
+step "the core in headless Chromium: shared vectors through wasm-bindgen-test"
+CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=60 \
+  cargo test -p oxiflow-wasm --target wasm32-unknown-unknown --locked
 
-step "the Node.js package: shared vectors and a JavaScript-driven claim and checkpoint"
-node --test wasm/tests/
+step "Node.js and the browser: the Node package, the Lambda example on S3, the dashboard in Chromium (screenshots in target/test-artifacts/)"
+node --test wasm/tests/ examples/node-lambda/ tests/browser/

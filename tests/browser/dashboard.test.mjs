@@ -99,6 +99,8 @@ test("the dashboard shows what `state show --json` shows, and highlights stale h
   await page.click("#login button");
   const shop = page.locator('[data-pipeline="shop"]');
   await shop.waitFor();
+  assert.equal(await page.locator("#login").isVisible(), false, "the token form goes away once the token works");
+  assert.doesNotMatch(await shop.innerText(), /\b(null|undefined|NaN)\b/);
   const view = JSON.parse(ox("state", "show", "shop", "--json"));
 
   const fieldOf = (scope, name) => scope.locator(`[data-field="${name}"]`).first().getAttribute("data-value");

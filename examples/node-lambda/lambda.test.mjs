@@ -1,0 +1,101 @@
+// The Node Lambda example against the S3 server process (moto, started by
+// scripts/test.sh), interoperating with the native CLI on the same bucket.
+// Run: `node --test examples/node-lambda/` with OXIFLOW_TEST_S3_ENDPOINT set.
+import { test, before } from "node:test";
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { S3Client } from "@aws-sdk/client-s3";
+
+const endpoint = process.env.OXIFLOW_TEST_S3_ENDPOINT;
+const bucket = process.env.OXIFLOW_TEST_S3_BUCKET ?? "oxiflow-test";
+if (!endpoint) {
+  if (process.env.CI) throw new Error("moto must run in CI (scripts/test.sh starts it)");
+  console.log("SKIPPED: OXIFLOW_TEST_S3_ENDPOINT is not set");
+  process.exit(0);
+}
+const prefix = `lambda-${process.pid}`;
+const credentials = { accessKeyId: "test", secretAccessKey: "test" };
+process.env.AWS_REGION = "us-east-1";
+process.env.OXIFLOW_BUCKET = bucket;
+process.env.OXIFLOW_PREFIX = prefix;
+
+const client = () => new S3Client({ endpoint, forcePathStyle: true, region: "us-east-1", credentials, maxAttempts: 1 });
+const { S3State, StateError } = await import("./state.mjs");
+const root = new URL("../../", import.meta.url).pathname;
+const cwd = mkdtempSync(join(tmpdir(), "oxiflow-lambda-"));
+
+/** The native CLI on the same bucket and prefix. */
+function ox(...args) {
+  const env = { ...process.env, OXIFLOW_BACKEND: `s3://${bucket}/${prefix}`, OXIFLOW_ENDPOINT: endpoint, OXIFLOW_ALLOW_HTTP: "true",
+    AWS_ACCESS_KEY_ID: "test", AWS_SECRET_ACCESS_KEY: "test" };
+  return execFileSync(process.env.OXIFLOW_BIN ?? join(root, "target/release/oxiflow"), args, { cwd, env, encoding: "utf8" });
+}
+
+before(() => ox("state", "create", "orders", "--step", "extract", "--step", "load:2"));
+
+test("a Lambda claims, checkpoints and completes a step; the CLI sees it", async () => {
+  // The handler's own client takes its settings from the environment, as in a Lambda.
+  Object.assign(process.env, { AWS_ENDPOINT_URL_S3: endpoint, AWS_ACCESS_KEY_ID: "test", AWS_SECRET_ACCESS_KEY: "test" });
+  const { handler } = await import("./handler.mjs");
+  const out = await handler({ pipeline: "orders", step: "extract", worker_id: "lambda-a", final: true,
+    batches: [{ last_id: "order-0100", records: 100, bytes: 4000 }, { last_id: "order-0250", records: 150, bytes: 6000 }] });
+  assert.equal(out.records_processed, 250);
+  const view = JSON.parse(ox("state", "show", "orders", "--json"));
+  const extract = view.steps.find((s) => s.step_id === "extract").partitions[0];
+  assert.deepEqual(Object.keys(extract.status), ["completed"]);
+  assert.equal(extract.records_processed, 250);
+  assert.equal(extract.bytes_processed, 10000);
+  assert.equal(extract.last_processed_id, "order-0250");
+  assert.equal(extract.lease.worker_id, "lambda-a");
+});
+
+test("a claim is 2 requests and a checkpoint 1, on real S3", async () => {
+  const state = new S3State({ bucket, prefix, client: client() });
+  const held = await state.claim("orders", "load@0", "lambda-b");
+  assert.equal(state.requests, 2, "GET + PUT If-Match");
+  await held.checkpoint({ last_processed_id: "k-1", add_records: 1 });
+  assert.equal(state.requests, 3, "one PUT from the cached document and ETag");
+  await held.release();
+});
+
+test("two Lambdas racing for one step: exactly one holds it, the other is told who", async () => {
+  const [a, b] = [new S3State({ bucket, prefix, client: client() }), new S3State({ bucket, prefix, client: client() })];
+  const results = await Promise.allSettled([a.claim("orders", "load@1", "lambda-c"), b.claim("orders", "load@1", "lambda-d")]);
+  const won = results.filter((r) => r.status === "fulfilled");
+  const lost = results.filter((r) => r.status === "rejected");
+  assert.equal(won.length, 1, JSON.stringify(results.map((r) => r.reason?.message ?? "ok")));
+  assert.ok(lost[0].reason instanceof StateError && lost[0].reason.kind === "lease_held", String(lost[0].reason));
+  assert.equal(lost[0].reason.detail.holder, won[0].value.lease.worker_id);
+  await won[0].value.release();
+});
+
+test("a Lambda whose lease was taken over is fenced, and its write does not land", async () => {
+  const state = new S3State({ bucket, prefix, client: client() });
+  const now = Date.now();
+  const slow = await state.claim("orders", "load@1", "lambda-slow", () => now);
+  // 40 s later by the new worker's clock the 30 s lease is past its skew allowance.
+  const fresh = await state.claim("orders", "load@1", "lambda-new", () => now + 40_000);
+  assert.equal(fresh.lease.epoch, slow.lease.epoch + 1);
+  await assert.rejects(slow.checkpoint({ add_records: 999 }, () => now + 41_000), (e) => e.kind === "fenced");
+  const view = JSON.parse(ox("state", "show", "orders", "--json"));
+  const part = view.steps.find((s) => s.step_id === "load").partitions.find((p) => p.partition === "load@1");
+  assert.equal(part.lease.worker_id, "lambda-new");
+  assert.equal(part.records_processed, 0, "the fenced write did not land");
+});
+
+test("a damaged object is refused as corrupt, untouched", async () => {
+  const { PutObjectCommand, GetObjectCommand } = await import("@aws-sdk/client-s3");
+  const s3 = client();
+  const key = `${prefix}/pipelines/orders/partitions/load@0.json`;
+  const good = await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body.transformToByteArray();
+  const bad = Uint8Array.from(good);
+  bad[60] ^= 1;
+  await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: bad }));
+  const state = new S3State({ bucket, prefix, client: s3 });
+  await assert.rejects(state.claim("orders", "load@0", "lambda-e"), (e) => e.kind === "corrupt" && /checksum/.test(e.detail.reason));
+  const after = await (await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body.transformToByteArray();
+  assert.deepEqual(after, bad, "nothing was overwritten");
+});
