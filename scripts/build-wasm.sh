@@ -16,17 +16,17 @@ if [ ! -x tools/node_modules/.bin/wasm-opt ]; then
   npm install --prefix tools --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
-wasm=target/wasm32-unknown-unknown/wasm-release/oxiflow_wasm.wasm
-# The browser bundle without the test-vector runner; the Node build with it.
+# The browser bundle: smallest (opt-level z, wasm-opt -Oz), without the
+# test-vector runner and bench loop. The Node build: fastest (opt-level 3,
+# wasm-opt -O3), with them.
 for target in web nodejs; do
-  features=""
-  [ "$target" = nodejs ] && features="--features vectors"
-  cargo build -p oxiflow-wasm --target wasm32-unknown-unknown --profile wasm-release --locked $features
-  out=wasm/pkg/${target/nodejs/node}
+  if [ "$target" = web ]; then profile=wasm-release features="" opt=-Oz out=wasm/pkg/web
+  else profile=wasm-node features="--features testing" opt=-O3 out=wasm/pkg/node; fi
+  cargo build -p oxiflow-wasm --target wasm32-unknown-unknown --profile "$profile" --locked $features
   rm -rf "$out"
-  wasm-bindgen --target "$target" --out-dir "$out" "$wasm"
-  tools/node_modules/.bin/wasm-opt -Oz "$out/oxiflow_wasm_bg.wasm" -o "$out/oxiflow_wasm_bg.wasm"
+  wasm-bindgen --target "$target" --out-dir "$out" "target/wasm32-unknown-unknown/$profile/oxiflow_wasm.wasm"
+  tools/node_modules/.bin/wasm-opt "$opt" "$out/oxiflow_wasm_bg.wasm" -o "$out/oxiflow_wasm_bg.wasm"
 done
 raw=$(stat -c %s wasm/pkg/web/oxiflow_wasm_bg.wasm)
 gz=$(gzip -9 -c wasm/pkg/web/oxiflow_wasm_bg.wasm | wc -c)
-echo "wasm package: $raw bytes, $gz bytes gzipped (wasm/pkg/web, wasm/pkg/node)"
+echo "browser bundle: $raw bytes, $gz bytes gzipped (wasm/pkg/web; the Node build is in wasm/pkg/node)"

@@ -19,7 +19,7 @@ fi
 for tool in curl python3 node npm; do command -v "$tool" >/dev/null || { echo "missing $tool: install it and run again"; exit 1; }; done
 rustup target add wasm32-unknown-unknown >/dev/null
 rustup component add clippy rustfmt >/dev/null
-for pkg in azurite binaryen playwright-core @azure/storage-blob; do
+for pkg in azurite binaryen playwright-core typescript @azure/storage-blob; do
   if [ ! -d "tools/node_modules/$pkg" ]; then npm install --prefix tools --no-audit --no-fund --loglevel=error >/dev/null; break; fi
 done
 if [ ! -d examples/node-lambda/node_modules/@aws-sdk/client-s3 ]; then
@@ -57,6 +57,10 @@ cargo test --workspace --release --locked
 step "the core in headless Chromium: shared vectors through wasm-bindgen-test"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=60 \
   cargo test -p oxiflow-wasm --target wasm32-unknown-unknown --locked
+
+step "TypeScript: the wasm package's declarations and JSON types compile (tsc --strict)"
+tools/node_modules/.bin/tsc --noEmit --strict --target es2022 --lib esnext --module nodenext --moduleResolution nodenext wasm/tests/types.check.ts
+echo ok
 
 step "Node.js and the browser: the Node package, the Lambda example on S3, the dashboard in Chromium (screenshots in target/test-artifacts/)"
 node --test wasm/tests/ examples/node-lambda/ tests/browser/

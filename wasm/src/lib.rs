@@ -2,9 +2,9 @@
 //!
 //! The very same core for browsers and Node.js. Everything crosses the
 //! boundary as JSON text (documents, views, actions, responses) or bytes
-//! (stored objects), so the JavaScript side stays small and typed by the
-//! schemas in `index.d.ts`-style comments below; errors are thrown as JSON
-//! text `{"error": "<kind>", …}` (the core's error, serialized).
+//! (stored objects), typed for TypeScript by `src/types.d.ts` (appended to
+//! the generated `oxiflow_wasm.d.ts`); errors are thrown as JSON text
+//! `{"error": "<kind>", …}` (the core's error, serialized: `CoreError`).
 //!
 //! - `decodePartition(bytes)`, `decodePipeline(bytes)`: checksum, format and
 //!   invariants checked, like every other reader.
@@ -12,8 +12,9 @@
 //! - `Operation`: the sans-I/O drivers (claim, checkpoint, heartbeat,
 //!   release, complete, fail, stop request) for JavaScript to drive with its
 //!   own I/O (fetch, or the AWS SDK in a Lambda).
-//! - `runVectors(json)`: the shared test vectors, run inside wasm (feature
-//!   `vectors`: in the Node build, not in the browser bundle).
+//! - `runVectors(json)`, `benchCodec(n)`: the shared test vectors and the
+//!   codec bench loop, run inside wasm (feature `testing`: in the Node build,
+//!   not in the browser bundle).
 
 use oxiflow_core::{
     aggregate as core_aggregate, codec, keys, Action, Claim, Config, Create, LeaseConfig, PartitionDoc, PartitionId, PipelineDoc,
@@ -21,6 +22,10 @@ use oxiflow_core::{
 };
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
+
+/// The JSON types below, added to the generated `oxiflow_wasm.d.ts`.
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &str = include_str!("types.d.ts");
 
 fn js_error(e: impl serde::Serialize + std::fmt::Display) -> JsValue {
     JsValue::from_str(&serde_json::to_string(&e).unwrap_or_else(|_| e.to_string()))
@@ -41,21 +46,21 @@ fn config(json: Option<String>) -> Result<Config, JsValue> {
     }
 }
 
-/// Decodes a stored partition document; returns it as JSON.
+/// Decodes a stored partition document; returns a `PartitionDoc` as JSON.
 #[wasm_bindgen(js_name = decodePartition)]
 pub fn decode_partition(key: &str, bytes: &[u8]) -> Result<String, JsValue> {
     let doc: PartitionDoc = codec::decode(key, bytes, &Config::default().limits).map_err(js_error)?;
     to_json(&doc)
 }
 
-/// Decodes a stored pipeline document; returns it as JSON.
+/// Decodes a stored pipeline document; returns a `PipelineDoc` as JSON.
 #[wasm_bindgen(js_name = decodePipeline)]
 pub fn decode_pipeline(key: &str, bytes: &[u8]) -> Result<String, JsValue> {
     let doc: PipelineDoc = codec::decode(key, bytes, &Config::default().limits).map_err(js_error)?;
     to_json(&doc)
 }
 
-/// The aggregated view of a pipeline at `now_ms`, from documents already
+/// The aggregated view (`PipelineState` JSON) of a pipeline at `now_ms`, from documents already
 /// decoded (and so checked) by `decodePipeline` / `decodePartition`:
 /// `pipeline_json` one document, `partitions_json` an array of them.
 #[wasm_bindgen]
@@ -68,7 +73,7 @@ pub fn aggregate(pipeline_json: &str, partitions_json: &str, now_ms: f64, config
     to_json(&view)
 }
 
-/// A new, pending partition document (JSON) for a `create` operation.
+/// A new, pending `PartitionDoc` (JSON) for a `create` operation.
 #[wasm_bindgen(js_name = newPartition)]
 pub fn new_partition(pipeline: &str, partition: &str, run_id: &str, now_ms: f64) -> Result<String, JsValue> {
     let doc = PartitionDoc::new(
@@ -86,7 +91,7 @@ pub fn partition_key(pipeline: &str, partition: &str) -> Result<String, JsValue>
     Ok(keys::partition_doc(&pipeline.parse().map_err(js_error)?, &PartitionId::parse(partition).map_err(js_error)?))
 }
 
-/// How a lease (JSON) looks to others at `now_ms`.
+/// How a `Lease` (JSON) looks to others at `now_ms`: `LeaseStatus` JSON.
 #[wasm_bindgen(js_name = leaseStatus)]
 pub fn lease_status(lease_json: &str, now_ms: f64, config_json: Option<String>) -> Result<String, JsValue> {
     let lease: oxiflow_core::Lease = serde_json::from_str(lease_json).map_err(|e| json_error("lease", e))?;
@@ -94,8 +99,23 @@ pub fn lease_status(lease_json: &str, now_ms: f64, config_json: Option<String>) 
     to_json(&oxiflow_core::LeaseStatus::of(Some(&lease), Timestamp::from_millis(now_ms as i64), &config))
 }
 
+#[cfg(feature = "testing")]
+#[path = "../../core/benches/support/fixture.rs"]
+mod fixture;
+
+/// The codec bench's work (`core/benches/support/fixture.rs`), `iterations`
+/// times, for timing from JavaScript against the same loop native
+/// (`scripts/bench-wasm.sh`). Returns the bytes encoded, so nothing is
+/// optimised away.
+#[cfg(feature = "testing")]
+#[wasm_bindgen(js_name = benchCodec)]
+pub fn bench_codec(iterations: u32) -> f64 {
+    let (pipeline, partitions) = fixture::fixture();
+    (0..iterations).map(|_| fixture::decode_validate_encode(&pipeline, &partitions) as f64).sum()
+}
+
 /// Runs a file of shared test vectors inside wasm; returns how many passed.
-#[cfg(feature = "vectors")]
+#[cfg(feature = "testing")]
 #[wasm_bindgen(js_name = runVectors)]
 pub fn run_vectors(json: &str) -> Result<u32, JsValue> {
     oxiflow_core::vectors::run_file(json).map(|n| n as u32).map_err(|e| JsValue::from_str(&e))
