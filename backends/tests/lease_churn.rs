@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oxiflow_backends::{ConditionalStore, Error, LocalDirStore, ObjectStoreBackend, StateManager, StepPlan};
-use oxiflow_core::{Config, Holder, LeaseConfig, PartitionId, Progress};
+use oxiflow_core::{Config, LeaseConfig, PartitionId, Progress};
 
 const PROCESSES: usize = 4;
 const CYCLES: u64 = 130;
@@ -64,23 +64,33 @@ async fn churn_process() {
         };
         let start = now_ms();
         let epoch = c.lease().epoch;
-        m.checkpoint(&mut c, Progress { add_records: 1, ..Progress::default() }).await.unwrap();
-        let lease = c.lease().clone();
+        // By the rules a holder trusts its lease only until expires_at - margin.
+        let trust_end = |c: &oxiflow_backends::Claimed| c.lease().expires_at.minus(config().lease.safety_margin).as_millis();
+        let claimed_until = trust_end(&c);
+        match m.checkpoint(&mut c, Progress { add_records: 1, ..Progress::default() }).await {
+            Ok(()) => {}
+            // Descheduled past its 300 ms lease (a loaded machine) and taken
+            // over: the store refused the write, as fencing must.
+            Err(Error::Core(oxiflow_core::Error::Fenced { landed: false, .. })) => {
+                writeln!(log, "{me} {epoch} {start} {} fenced", claimed_until.min(now_ms())).unwrap();
+                continue;
+            }
+            Err(e) => panic!("checkpoint: {e}"),
+        }
+        let until = trust_end(&c);
         if cycle % 10 == 9 {
             // Die: no release. We trusted the lease until expires_at - margin;
             // stay away until it is claimable, as a dead process would.
-            let end = lease.expires_at.minus(config().lease.safety_margin).as_millis();
-            writeln!(log, "{me} {epoch} {start} {end} died").unwrap();
-            let wake = lease.expires_at.plus(config().lease.skew_allowance).as_millis() - now_ms();
+            writeln!(log, "{me} {epoch} {start} {until} died").unwrap();
+            let wake = c.lease().expires_at.plus(config().lease.skew_allowance).as_millis() - now_ms();
             tokio::time::sleep(Duration::from_millis(wake.max(0) as u64 + 5)).await;
         } else {
-            assert!(
-                Holder::trusts(&lease, oxiflow_core::Timestamp::from_millis(now_ms()), &config().lease),
-                "checkpointing well inside the lease"
-            );
-            let end = now_ms();
-            writeln!(log, "{me} {epoch} {start} {end} released").unwrap();
-            m.release(&mut c, Progress::default()).await.unwrap();
+            writeln!(log, "{me} {epoch} {start} {} released", until.min(now_ms())).unwrap();
+            match m.release(&mut c, Progress::default()).await {
+                // Slow again: someone took over; the release carried no progress.
+                Ok(_) | Err(Error::Core(oxiflow_core::Error::Fenced { .. })) => {}
+                Err(e) => panic!("release: {e}"),
+            }
         }
     }
 }
@@ -105,15 +115,16 @@ async fn churn(url: String, label: &str) {
     for mut child in children {
         assert!(child.wait().await.unwrap().success(), "a churn process failed");
     }
-    let mut intervals: Vec<(i64, i64, u64, String, bool)> = Vec::new();
+    let mut intervals: Vec<(i64, i64, u64, String, String)> = Vec::new();
     for i in 0..PROCESSES {
         for line in std::fs::read_to_string(tmp.path().join(format!("log-p{i}"))).unwrap().lines() {
             let f: Vec<&str> = line.split(' ').collect();
-            intervals.push((f[2].parse().unwrap(), f[3].parse().unwrap(), f[1].parse().unwrap(), f[0].to_string(), f[4] == "died"));
+            intervals.push((f[2].parse().unwrap(), f[3].parse().unwrap(), f[1].parse().unwrap(), f[0].to_string(), f[4].to_string()));
         }
     }
     intervals.sort();
-    let deaths = intervals.iter().filter(|i| i.4).count();
+    let count = |outcome: &str| intervals.iter().filter(|i| i.4 == outcome).count();
+    let (deaths, fenced) = (count("died"), count("fenced"));
     assert_eq!(intervals.len() as u64, PROCESSES as u64 * CYCLES);
     for w in intervals.windows(2) {
         let (a, b) = (&w[0], &w[1]);
@@ -122,11 +133,12 @@ async fn churn(url: String, label: &str) {
     }
     let view = m.view(&p).await.unwrap();
     println!(
-        "lease churn on {label}: {} cycles by {PROCESSES} processes, {deaths} holders died and were taken over after expiry, 0 overlaps, count {}",
+        "lease churn on {label}: {} cycles by {PROCESSES} processes, {deaths} holders died and were taken over after expiry, \
+         {fenced} too slow and fenced, 0 overlaps, count {}",
         intervals.len(),
         view.records_processed
     );
-    assert_eq!(view.records_processed, intervals.len() as u64, "one checkpoint per cycle, exactly");
+    assert_eq!(view.records_processed, (intervals.len() - fenced) as u64, "one checkpoint per unfenced cycle, exactly");
     assert!(deaths >= 40);
 }
 
