@@ -496,6 +496,25 @@ impl StateManager {
         if export.kind != EXPORT_KIND {
             return Err(oxiflow_core::Error::InvalidInput { reason: format!("not an oxiflow export (kind {:?})", export.kind) }.into());
         }
+        let newest = [export.format_version, export.pipeline.format_version]
+            .into_iter()
+            .chain(export.partitions.iter().map(|p| p.format_version))
+            .max()
+            .unwrap_or_default();
+        if newest > oxiflow_core::FORMAT_VERSION {
+            return Err(oxiflow_core::Error::InvalidInput {
+                reason: format!(
+                    "the export has format_version {newest}, this build reads up to {}; upgrade oxiflow",
+                    oxiflow_core::FORMAT_VERSION
+                ),
+            }
+            .into());
+        }
+        // An older export that parsed into the current types (format 1 is a
+        // subset of 2) is stored in the current format.
+        let mut export = export.clone();
+        export.pipeline.format_version = oxiflow_core::FORMAT_VERSION;
+        export.partitions.iter_mut().for_each(|p| p.format_version = oxiflow_core::FORMAT_VERSION);
         for p in &export.partitions {
             if p.pipeline_id != export.pipeline.pipeline_id {
                 return Err(oxiflow_core::Error::InvalidInput {

@@ -23,7 +23,7 @@ use oxiflow_core::{
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
-/// The JSON types below, added to the generated `oxiflow_wasm.d.ts`.
+/// The JSON types (`types.d.ts`), appended to the generated `oxiflow_wasm.d.ts`.
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &str = include_str!("types.d.ts");
 
