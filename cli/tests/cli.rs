@@ -428,3 +428,30 @@ fn commands_work_on_s3_and_a_missing_bucket_says_so() {
     assert_eq!(o.status.code(), Some(INVALID), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"), "{}", text(&o));
 }
+
+#[test]
+fn wrong_credentials_are_refused_by_name_without_echoing_the_key() {
+    let Ok(endpoint) = std::env::var("OXIFLOW_TEST_AZURE_ENDPOINT") else {
+        assert!(std::env::var_os("CI").is_none(), "azurite must run in CI (scripts/test.sh starts it)");
+        eprintln!("SKIPPED CLI wrong credentials: OXIFLOW_TEST_AZURE_ENDPOINT is not set");
+        return;
+    };
+    let container = std::env::var("OXIFLOW_TEST_AZURE_CONTAINER").unwrap_or_else(|_| "oxiflow-test".into());
+    let wrong_key = "d3Jvbmcta2V5LXRoYXQtbXVzdC1uZXZlci1wcmludA==";
+    let dir = tempfile::tempdir().unwrap();
+    let o = ox(dir.path())
+        .envs([
+            ("OXIFLOW_BACKEND", format!("az://{container}/cli-{}", std::process::id())),
+            ("OXIFLOW_ENDPOINT", endpoint),
+            ("OXIFLOW_ALLOW_HTTP", "true".into()),
+            ("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1".into()),
+            ("AZURE_STORAGE_ACCOUNT_KEY", wrong_key.into()),
+        ])
+        .args(["state", "create", "orders", "--step", "extract"])
+        .output()
+        .unwrap();
+    let err = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("access denied") && err.contains("check the credentials"), "{err}");
+    assert!(!err.contains(wrong_key), "the key leaked: {err}");
+}
