@@ -31,7 +31,7 @@ fn main() {
     progress.extra.insert("k".into(), "v".into());
     doc.record(&progress, &w, t(3), &limits).unwrap();
     doc.stamp(t(3));
-    let mut pipeline = PipelineDoc::new(p, RunId::new("r").unwrap(), vec![StepId::new("s").unwrap()], t(1)).unwrap();
+    let mut pipeline = PipelineDoc::new(p, RunId::new("r").unwrap(), vec![StepPlan::new(StepId::new("s").unwrap(), None)], t(1)).unwrap();
     pipeline.stamp(t(1));
     let files = [
         ("partition.json", codec::encode("k", &doc, &limits).unwrap()),

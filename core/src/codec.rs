@@ -69,6 +69,31 @@ pub fn migrate(value: &mut serde_json::Value, from: u64) -> Result<(), String> {
             doc.insert("format_version".into(), 2.into());
             Ok(())
         }
+        // Format 3 made the pipeline's steps a plan with dependencies. A
+        // format 2 list meant "each step after the one before": a chain of
+        // barriers. Shard counts were not recorded, so they stay absent (the
+        // partitions are the documents found). Partition documents are
+        // unchanged.
+        2 => {
+            if let Some(steps) = doc.get_mut("steps") {
+                let names = steps.as_array().ok_or("steps is not a list")?;
+                let mut plan = Vec::with_capacity(names.len());
+                for (i, name) in names.iter().enumerate() {
+                    let name = name.as_str().ok_or("a step in the list is not a string")?;
+                    let mut step = serde_json::Map::new();
+                    step.insert("step_id".into(), name.into());
+                    if i > 0 {
+                        let mut dep = serde_json::Map::new();
+                        dep.insert("step_id".into(), names[i - 1].clone());
+                        step.insert("after".into(), serde_json::Value::Array(alloc::vec![dep.into()]));
+                    }
+                    plan.push(serde_json::Value::Object(step));
+                }
+                *steps = serde_json::Value::Array(plan);
+            }
+            doc.insert("format_version".into(), 3.into());
+            Ok(())
+        }
         _ => Err(alloc::format!("format_version {from} was never written by oxiflow")),
     }
 }
@@ -139,7 +164,7 @@ mod tests {
         let limits = Limits::default();
         let bytes = encode(KEY, &doc(), &limits).unwrap();
         let text = core::str::from_utf8(&bytes).unwrap();
-        assert!(text.starts_with("{\"format_version\":2,\"pipeline_id\":\"p\",\"step_id\":\"load\",\"shard\":2,"), "{text}");
+        assert!(text.starts_with("{\"format_version\":3,\"pipeline_id\":\"p\",\"step_id\":\"load\",\"shard\":2,"), "{text}");
         assert!(text.ends_with("\"}") && text.contains(",\"checksum\":\""), "{text}");
         let back: PartitionDoc = decode(KEY, &bytes, &limits).unwrap();
         assert_eq!(back, doc());
@@ -171,14 +196,14 @@ mod tests {
     fn future_format_is_refused_by_name() {
         let limits = Limits::default();
         let text =
-            String::from_utf8(encode(KEY, &doc(), &limits).unwrap()).unwrap().replacen("\"format_version\":2", "\"format_version\":7", 1);
+            String::from_utf8(encode(KEY, &doc(), &limits).unwrap()).unwrap().replacen("\"format_version\":3", "\"format_version\":7", 1);
         let err = decode::<PartitionDoc>(KEY, text.as_bytes(), &limits).unwrap_err();
-        assert_eq!(err, Error::UnsupportedFormat { key: KEY.into(), found: 7, supported: 2 });
+        assert_eq!(err, Error::UnsupportedFormat { key: KEY.into(), found: 7, supported: 3 });
         assert!(err.to_string().contains("upgrade oxiflow"));
     }
 
     #[test]
-    fn format_1_documents_are_read_as_format_2() {
+    fn format_1_and_2_documents_are_read_as_the_current_format() {
         let limits = Limits::default();
         let mut d = doc();
         d.format_version = 1;
@@ -186,6 +211,35 @@ mod tests {
         assert!(bytes.starts_with(b"{\"format_version\":1,"));
         let back: PartitionDoc = decode(KEY, &bytes, &limits).unwrap();
         assert_eq!(back, doc(), "migrated to the current format");
+        d.format_version = 2;
+        let back: PartitionDoc = decode(KEY, &encode(KEY, &d, &limits).unwrap(), &limits).unwrap();
+        assert_eq!(back, doc());
+    }
+
+    /// Seals a hand-written canonical body the way `encode` does.
+    fn seal(body: &str) -> Vec<u8> {
+        let crc = hex8(crc32fast::hash(body.as_bytes()));
+        alloc::format!("{},\"checksum\":\"{crc}\"}}", &body[..body.len() - 1]).into_bytes()
+    }
+
+    #[test]
+    fn a_format_2_step_list_becomes_a_chain_of_barriers() {
+        use crate::plan::{Dependency, StepPlan};
+        let body = r#"{"format_version":2,"pipeline_id":"p","run_id":"r1","steps":["extract","transform","load"],"current_step":"extract","batch_number":0,"version":4,"created_at":5,"updated_at":5}"#;
+        let key = "pipelines/p/pipeline.json";
+        let doc: PipelineDoc = decode(key, &seal(body), &Limits::default()).unwrap();
+        let s = |n: &str| StepId::new(n).unwrap();
+        assert_eq!(doc.format_version, FORMAT_VERSION);
+        assert_eq!(
+            doc.steps,
+            [
+                StepPlan::new(s("extract"), None),
+                StepPlan::new(s("transform"), None).after(Dependency::barrier(s("extract"))),
+                StepPlan::new(s("load"), None).after(Dependency::barrier(s("transform"))),
+            ]
+        );
+        let again: PipelineDoc = decode(key, &encode(key, &doc, &Limits::default()).unwrap(), &Limits::default()).unwrap();
+        assert_eq!(again, doc, "stored again in format 3, it reads back the same");
     }
 
     #[test]

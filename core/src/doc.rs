@@ -12,11 +12,12 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::id::{PartitionId, PipelineId, RunId, StepId, WorkerId};
 use crate::lease::Lease;
+use crate::plan::{self, StepPlan};
 use crate::time::Timestamp;
 
 /// The format this build writes. Older formats are migrated on read
 /// ([`crate::codec::migrate`]); newer ones are refused.
-pub const FORMAT_VERSION: u64 = 2;
+pub const FORMAT_VERSION: u64 = 3;
 
 /// Bounds on what one document may hold, so every object stays small and a
 /// hostile or buggy writer cannot grow it without limit.
@@ -138,8 +139,9 @@ pub struct PipelineDoc {
     pub format_version: u64,
     pub pipeline_id: PipelineId,
     pub run_id: RunId,
-    /// Steps in order, as planned when the pipeline was created.
-    pub steps: Vec<StepId>,
+    /// The plan: steps in the order they were given, their shards and what
+    /// each waits for ([`crate::plan`]).
+    pub steps: Vec<StepPlan>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step: Option<StepId>,
     pub batch_number: u64,
@@ -191,18 +193,15 @@ pub struct PartitionDoc {
 }
 
 impl PipelineDoc {
-    /// A new pipeline with its planned steps. `version` 0: the first write makes it 1.
-    pub fn new(pipeline_id: PipelineId, run_id: RunId, steps: Vec<StepId>, now: Timestamp) -> Result<Self, Error> {
-        for (i, s) in steps.iter().enumerate() {
-            if steps[..i].contains(s) {
-                return Err(Error::invalid(alloc::format!("step {s} is listed twice")));
-            }
-        }
+    /// A new pipeline with its plan, refused when the plan is not a valid
+    /// DAG ([`plan::validate`]). `version` 0: the first write makes it 1.
+    pub fn new(pipeline_id: PipelineId, run_id: RunId, steps: Vec<StepPlan>, now: Timestamp) -> Result<Self, Error> {
+        plan::validate(&steps)?;
         Ok(PipelineDoc {
             format_version: FORMAT_VERSION,
             pipeline_id,
             run_id,
-            current_step: steps.first().cloned(),
+            current_step: steps.first().map(|s| s.step_id.clone()),
             steps,
             batch_number: 0,
             lease: None,
@@ -210,6 +209,13 @@ impl PipelineDoc {
             created_at: now,
             updated_at: now,
         })
+    }
+}
+
+impl PipelineDoc {
+    /// The plan of `step`, if it is one of this pipeline's steps.
+    pub fn step(&self, step: &StepId) -> Option<&StepPlan> {
+        self.steps.iter().find(|s| &s.step_id == step)
     }
 }
 
@@ -309,8 +315,9 @@ impl Document for PipelineDoc {
     fn check(&self, _limits: &Limits) -> Result<(), String> {
         check_format(self.format_version, self.version)?;
         check_lease(self.lease.as_ref())?;
+        plan::validate(&self.steps).map_err(|e| alloc::format!("steps: {e}"))?;
         if let Some(s) = &self.current_step {
-            if !self.steps.contains(s) {
+            if self.step(s).is_none() {
                 return Err(alloc::format!("current_step {s} is not one of the pipeline's steps"));
             }
         }

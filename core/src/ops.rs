@@ -59,7 +59,7 @@ impl Work for PipelineDoc {
     }
     fn record(&mut self, p: &PipelineProgress, _worker: &WorkerId, _now: Timestamp, _limits: &Limits) -> Result<(), Error> {
         if let Some(step) = &p.current_step {
-            if !self.steps.contains(step) {
+            if self.step(step).is_none() {
                 return Err(Error::invalid(alloc::format!("step {step} is not a step of pipeline {}", self.pipeline_id)));
             }
         }
@@ -287,7 +287,7 @@ impl Mutation for NewPipelineRun {
             return Ok(false);
         }
         doc.run_id = self.run_id.clone();
-        doc.current_step = doc.steps.first().cloned();
+        doc.current_step = doc.steps.first().map(|s| s.step_id.clone());
         Ok(true)
     }
 }

@@ -19,6 +19,7 @@ use crate::codec;
 use crate::doc::{Document, Limits};
 use crate::error::Error;
 use crate::lease::LeaseConfig;
+use crate::schedule::SchedulePolicy;
 use crate::time::{duration_ms, Timestamp};
 
 /// What the store says identifies the stored bytes. Mirrors object_store's
@@ -120,6 +121,7 @@ pub struct Config {
     pub lease: LeaseConfig,
     pub limits: Limits,
     pub retry: RetryPolicy,
+    pub schedule: SchedulePolicy,
 }
 
 /// The moment and settings a mutation is applied under.
@@ -161,13 +163,29 @@ pub struct Committed<D> {
 
 /// What the caller must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action<D> {
-    /// Perform this request, then call [`Update::handle`] with the answer.
+#[must_use = "an action is the next I/O step: perform it and feed the answer back"]
+pub enum Action<T> {
+    /// Perform this request, then call [`Drive::handle`] with the answer.
     Send(Request),
-    /// Sleep this long, then call [`Update::wake`].
+    /// Sleep this long, then call [`Drive::wake`].
     Sleep(Duration),
     /// Finished; the driver must not be called again.
-    Done(Result<Committed<D>, Error>),
+    Done(Result<T, Error>),
+}
+
+/// A sans-I/O operation: [`Update`] on one document, or a holder's write
+/// through its [`Session`](crate::Session). The calling rules: `start`
+/// once, then after each [`Action::Send`] perform the request and call
+/// `handle` with the answer, after each [`Action::Sleep`] sleep and call
+/// `wake`, until [`Action::Done`]. Time and randomness are arguments.
+pub trait Drive {
+    type Output;
+    /// The first action.
+    fn start(&mut self, now: Timestamp) -> Action<Self::Output>;
+    /// Feeds the store's answer to the last [`Action::Send`].
+    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> Action<Self::Output>;
+    /// Continues after an [`Action::Sleep`].
+    fn wake(&mut self, now: Timestamp) -> Action<Self::Output>;
 }
 
 #[derive(Debug, Clone)]
@@ -233,8 +251,67 @@ impl<M: Mutation> Update<M> {
         &self.mutation
     }
 
+    fn proceed(&mut self, now: Timestamp) -> Action<Committed<M::Doc>> {
+        let ctx = Context { now, config: &self.config };
+        let (doc, request) = match &self.stored {
+            Stored::Unknown => {
+                self.awaiting = Awaiting::Get;
+                return self.send(Request::Get { key: self.key.clone() });
+            }
+            Stored::Absent => match self.mutation.create(&ctx) {
+                Ok(Some(mut doc)) => {
+                    doc.stamp(now);
+                    match codec::encode(&self.key, &doc, &self.config.limits) {
+                        Ok(body) => (doc, Request::PutIfAbsent { key: self.key.clone(), body }),
+                        Err(e) => return self.finish(Err(e)),
+                    }
+                }
+                Ok(None) => return self.finish(Err(Error::NotFound { key: self.key.clone() })),
+                Err(e) => return self.finish(Err(e)),
+            },
+            Stored::Present(current, version) => {
+                let mut doc = current.clone();
+                match self.mutation.apply(&self.key, &mut doc, &ctx) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let (doc, version) = (current.clone(), version.clone());
+                        return self.finish(Ok((doc, version, false)));
+                    }
+                    Err(e) => return self.finish(Err(e)),
+                }
+                doc.stamp(now);
+                match codec::encode(&self.key, &doc, &self.config.limits) {
+                    Ok(body) => (doc, Request::PutIfMatch { key: self.key.clone(), body, version: version.clone() }),
+                    Err(e) => return self.finish(Err(e)),
+                }
+            }
+        };
+        self.pending = Some(doc);
+        self.awaiting = Awaiting::Put;
+        self.send(request)
+    }
+
+    fn send(&mut self, request: Request) -> Action<Committed<M::Doc>> {
+        self.requests += 1;
+        Action::Send(request)
+    }
+
+    fn finish(&mut self, result: Result<(M::Doc, Version, bool), Error>) -> Action<Committed<M::Doc>> {
+        self.awaiting = Awaiting::Nothing;
+        let requests = self.requests;
+        Action::Done(result.map(|(doc, version, wrote)| Committed { doc, version, wrote, requests }))
+    }
+
+    fn misuse(&mut self, reason: &str) -> Action<Committed<M::Doc>> {
+        self.finish(Err(Error::Protocol { reason: alloc::format!("{} on {}: {reason}", core::any::type_name::<M>(), self.key) }))
+    }
+}
+
+impl<M: Mutation> Drive for Update<M> {
+    type Output = Committed<M::Doc>;
+
     /// The first action.
-    pub fn start(&mut self, now: Timestamp) -> Action<M::Doc> {
+    fn start(&mut self, now: Timestamp) -> Action<Committed<M::Doc>> {
         if self.awaiting != Awaiting::Start {
             return self.misuse("start called twice");
         }
@@ -242,7 +319,7 @@ impl<M: Mutation> Update<M> {
     }
 
     /// Feeds the store's answer to the last [`Action::Send`].
-    pub fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> Action<M::Doc> {
+    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> Action<Committed<M::Doc>> {
         match (self.awaiting, response) {
             (Awaiting::Get, Response::Object(Some(object))) => {
                 match codec::decode::<M::Doc>(&self.key, &object.body, &self.config.limits) {
@@ -285,65 +362,10 @@ impl<M: Mutation> Update<M> {
     /// Continues after an [`Action::Sleep`]. A write is rebuilt from the last
     /// known document, so if the earlier attempt landed, the retry's conflict
     /// re-reads and finds it.
-    pub fn wake(&mut self, now: Timestamp) -> Action<M::Doc> {
+    fn wake(&mut self, now: Timestamp) -> Action<Committed<M::Doc>> {
         if self.awaiting != Awaiting::Wake {
             return self.misuse("wake without a sleep");
         }
         self.proceed(now)
-    }
-
-    fn proceed(&mut self, now: Timestamp) -> Action<M::Doc> {
-        let ctx = Context { now, config: &self.config };
-        let (doc, request) = match &self.stored {
-            Stored::Unknown => {
-                self.awaiting = Awaiting::Get;
-                return self.send(Request::Get { key: self.key.clone() });
-            }
-            Stored::Absent => match self.mutation.create(&ctx) {
-                Ok(Some(mut doc)) => {
-                    doc.stamp(now);
-                    match codec::encode(&self.key, &doc, &self.config.limits) {
-                        Ok(body) => (doc, Request::PutIfAbsent { key: self.key.clone(), body }),
-                        Err(e) => return self.finish(Err(e)),
-                    }
-                }
-                Ok(None) => return self.finish(Err(Error::NotFound { key: self.key.clone() })),
-                Err(e) => return self.finish(Err(e)),
-            },
-            Stored::Present(current, version) => {
-                let mut doc = current.clone();
-                match self.mutation.apply(&self.key, &mut doc, &ctx) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        let (doc, version) = (current.clone(), version.clone());
-                        return self.finish(Ok((doc, version, false)));
-                    }
-                    Err(e) => return self.finish(Err(e)),
-                }
-                doc.stamp(now);
-                match codec::encode(&self.key, &doc, &self.config.limits) {
-                    Ok(body) => (doc, Request::PutIfMatch { key: self.key.clone(), body, version: version.clone() }),
-                    Err(e) => return self.finish(Err(e)),
-                }
-            }
-        };
-        self.pending = Some(doc);
-        self.awaiting = Awaiting::Put;
-        self.send(request)
-    }
-
-    fn send(&mut self, request: Request) -> Action<M::Doc> {
-        self.requests += 1;
-        Action::Send(request)
-    }
-
-    fn finish(&mut self, result: Result<(M::Doc, Version, bool), Error>) -> Action<M::Doc> {
-        self.awaiting = Awaiting::Nothing;
-        let requests = self.requests;
-        Action::Done(result.map(|(doc, version, wrote)| Committed { doc, version, wrote, requests }))
-    }
-
-    fn misuse(&mut self, reason: &str) -> Action<M::Doc> {
-        self.finish(Err(Error::Protocol { reason: alloc::format!("{} on {}: {reason}", core::any::type_name::<M>(), self.key) }))
     }
 }

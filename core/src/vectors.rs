@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use crate::codec;
 use crate::doc::PartitionDoc;
 use crate::ops::{Claim, Create, Operator, RequestStop, Write};
-use crate::protocol::{Action, Committed, Config, Mutation, Object, Request, Response, Update, Version};
+use crate::protocol::{Action, Committed, Config, Drive, Mutation, Object, Request, Response, Update, Version};
 use crate::time::Timestamp;
 
 /// A file of vectors sharing one base document and config.
@@ -189,7 +189,7 @@ fn response(file: &VectorFile, r: &Respond, config: &Config) -> Result<Response,
     })
 }
 
-fn check_action(key: &str, action: &Action<PartitionDoc>, expect: &Expect, config: &Config) -> Result<(), String> {
+fn check_action(key: &str, action: &Action<Committed<PartitionDoc>>, expect: &Expect, config: &Config) -> Result<(), String> {
     let body_doc = |body: &[u8]| -> Result<Value, String> {
         let doc: PartitionDoc =
             codec::decode(key, body, &config.limits).map_err(|e| alloc::format!("driver wrote an undecodable body: {e}"))?;
@@ -209,7 +209,7 @@ fn check_action(key: &str, action: &Action<PartitionDoc>, expect: &Expect, confi
     }
 }
 
-fn describe(action: &Action<PartitionDoc>) -> String {
+fn describe(action: &Action<Committed<PartitionDoc>>) -> String {
     match action {
         Action::Send(Request::Get { key }) => alloc::format!("get {key}"),
         Action::Send(Request::PutIfAbsent { key, .. }) => alloc::format!("put_if_absent {key}"),

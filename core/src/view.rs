@@ -12,6 +12,8 @@ use crate::doc::{ErrorRecord, PartitionDoc, PipelineDoc, StatusKind, StepStatus}
 use crate::error::Error;
 use crate::id::{PartitionId, PipelineId, RunId, StepId, WorkerId};
 use crate::lease::{Lease, LeaseConfig, LeaseStatus};
+use crate::protocol::Config;
+use crate::schedule::{schedule, Readiness};
 use crate::time::Timestamp;
 
 /// A pipeline at one moment.
@@ -19,12 +21,16 @@ use crate::time::Timestamp;
 pub struct PipelineState {
     pub pipeline_id: PipelineId,
     pub run_id: RunId,
+    /// The first step still to finish, in dependency order (the last step
+    /// once all completed): derived by the scheduler, not stored.
     pub current_step: Option<StepId>,
+    /// Steps with partitions running, ready or retrying.
+    pub frontier: Vec<StepId>,
     pub batch_number: u64,
     pub version: u64,
     pub updated_at: Timestamp,
     pub lease: Option<LeaseView>,
-    /// Aggregated over steps.
+    /// The scheduler's status ([`crate::Schedule::status`]).
     pub status: StatusKind,
     pub records_processed: u64,
     pub records_failed: u64,
@@ -41,9 +47,15 @@ pub struct PipelineState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepState {
     pub step_id: StepId,
-    /// Failed if any partition failed; else Running if any runs or only some
-    /// completed; else Paused if any is paused; Completed when all are.
+    /// Failed if any partition failed for good; else Running if any runs,
+    /// retries or only some completed; else Paused if any is paused;
+    /// Completed when all are.
     pub status: StatusKind,
+    /// What it waits for ([`crate::StepPlan::after`]), as `step` or `step (aligned)`.
+    pub after: Vec<String>,
+    /// Partitions the plan expects, and how many completed.
+    pub total: usize,
+    pub completed: usize,
     pub records_processed: u64,
     pub records_failed: u64,
     pub bytes_processed: u64,
@@ -61,6 +73,8 @@ pub struct PartitionState {
     /// False when the partition still carries an older run's state; its
     /// status then counts as Pending.
     pub current_run: bool,
+    /// Whether it may be claimed now, and if not, why.
+    pub readiness: Readiness,
     pub lease: Option<LeaseView>,
     pub worker_id: Option<WorkerId>,
     pub last_processed_id: Option<String>,
@@ -137,14 +151,9 @@ fn combine(kinds: impl Iterator<Item = StatusKind>) -> StatusKind {
 }
 
 /// Builds the view. Partition documents of another pipeline are refused;
-/// `recent_errors` keeps the newest `keep_errors` records.
-pub fn aggregate(
-    pipeline: &PipelineDoc,
-    partitions: &[PartitionDoc],
-    now: Timestamp,
-    config: &LeaseConfig,
-    keep_errors: usize,
-) -> Result<PipelineState, Error> {
+/// `recent_errors` keeps the newest `config.limits.errors_keep_last` records.
+pub fn aggregate(pipeline: &PipelineDoc, partitions: &[PartitionDoc], now: Timestamp, config: &Config) -> Result<PipelineState, Error> {
+    let keep_errors = config.limits.errors_keep_last;
     let mut by_step: BTreeMap<&StepId, Vec<&PartitionDoc>> = BTreeMap::new();
     for p in partitions {
         if p.pipeline_id != pipeline.pipeline_id {
@@ -157,17 +166,34 @@ pub fn aggregate(
         }
         by_step.entry(&p.step_id).or_default().push(p);
     }
-    let mut order: Vec<&StepId> = pipeline.steps.iter().collect();
-    order.extend(by_step.keys().copied().filter(|s| !pipeline.steps.contains(s)));
+    let plan = schedule(pipeline, partitions, now, None, &config.lease, &config.schedule, 0);
+    let mut order: Vec<&StepId> = pipeline.steps.iter().map(|s| &s.step_id).collect();
+    order.extend(by_step.keys().copied().filter(|s| pipeline.step(s).is_none()));
 
     let mut steps = Vec::with_capacity(order.len());
     let mut errors: Vec<StepError> = Vec::new();
     for step_id in order {
         let mut parts: Vec<&PartitionDoc> = by_step.remove(step_id).unwrap_or_default();
         parts.sort_by_key(|p| p.shard);
+        let judged = plan.steps.iter().find(|s| &s.step_id == step_id);
+        let readiness_of = |id: &PartitionId| {
+            judged.and_then(|s| s.partitions.iter().find(|p| &p.partition == id)).map_or(Readiness::Missing, |p| p.readiness.clone())
+        };
+        let after = pipeline.step(step_id).map_or_else(Vec::new, |s| {
+            s.after
+                .iter()
+                .map(|d| match d.kind {
+                    crate::plan::DependencyKind::Barrier => d.step_id.to_string(),
+                    crate::plan::DependencyKind::Aligned => alloc::format!("{} (aligned)", d.step_id),
+                })
+                .collect()
+        });
         let mut step = StepState {
             step_id: step_id.clone(),
             status: StatusKind::Pending,
+            after,
+            total: judged.map_or(0, |s| s.total),
+            completed: judged.map_or(0, |s| s.completed),
             records_processed: 0,
             records_failed: 0,
             bytes_processed: 0,
@@ -177,7 +203,8 @@ pub fn aggregate(
         };
         for p in parts {
             let current_run = p.run_id == pipeline.run_id;
-            let name = PartitionId { step_id: p.step_id.clone(), shard: p.shard }.to_string();
+            let id = p.partition_id();
+            let name = id.to_string();
             if current_run {
                 step.records_processed += p.records_processed;
                 step.records_failed += p.records_failed;
@@ -195,7 +222,8 @@ pub fn aggregate(
                 shard: p.shard,
                 status: p.status.clone(),
                 current_run,
-                lease: p.lease.as_ref().map(|l| LeaseView::of(l, now, config)),
+                readiness: readiness_of(&id),
+                lease: p.lease.as_ref().map(|l| LeaseView::of(l, now, &config.lease)),
                 worker_id: p.worker_id.clone(),
                 last_processed_id: p.last_processed_id.clone(),
                 last_processed_at: p.last_processed_at,
@@ -211,7 +239,12 @@ pub fn aggregate(
                 updated_at: p.updated_at,
             });
         }
-        step.status = combine(step.partitions.iter().map(|p| if p.current_run { p.status.kind() } else { StatusKind::Pending }));
+        step.status = combine(step.partitions.iter().map(|p| match (&p.readiness, p.status.kind()) {
+            (Readiness::Failed { .. }, _) => StatusKind::Failed,
+            (_, StatusKind::Failed) => StatusKind::Running, // retrying
+            (_, kind) if p.current_run => kind,
+            _ => StatusKind::Pending,
+        }));
         steps.push(step);
     }
     errors.sort_by_key(|e| core::cmp::Reverse(e.record.at));
@@ -220,12 +253,13 @@ pub fn aggregate(
     Ok(PipelineState {
         pipeline_id: pipeline.pipeline_id.clone(),
         run_id: pipeline.run_id.clone(),
-        current_step: pipeline.current_step.clone(),
+        current_step: plan.current_step,
+        frontier: plan.frontier,
         batch_number: pipeline.batch_number,
         version: pipeline.version,
         updated_at: pipeline.updated_at,
-        lease: pipeline.lease.as_ref().map(|l| LeaseView::of(l, now, config)),
-        status: combine(steps.iter().map(|s| s.status)),
+        lease: pipeline.lease.as_ref().map(|l| LeaseView::of(l, now, &config.lease)),
+        status: plan.status,
         records_processed: steps.iter().map(|s| s.records_processed).sum(),
         records_failed: steps.iter().map(|s| s.records_failed).sum(),
         bytes_processed: steps.iter().map(|s| s.bytes_processed).sum(),

@@ -80,7 +80,7 @@ fn pipeline_document_has_its_own_lease_and_progress() {
     let config = Config::default();
     let key = keys::pipeline_doc(&p);
     let doc =
-        PipelineDoc::new(p.clone(), RunId::new("run-1").unwrap(), vec![extract.clone(), load.clone()], Timestamp::from_millis(0)).unwrap();
+        PipelineDoc::new(p.clone(), RunId::new("run-1").unwrap(), plan::chain([(extract.clone(), None), (load.clone(), None)]), Timestamp::from_millis(0)).unwrap();
     let created = store.run(Update::new(&key, Create(doc), config), 0).unwrap();
     assert_eq!((created.doc.version, created.doc.current_step.as_ref()), (1, Some(&extract)));
 
@@ -118,7 +118,7 @@ fn pipeline_document_has_its_own_lease_and_progress() {
 #[test]
 fn duplicate_steps_are_refused() {
     let (p, s, _, _) = ids();
-    let err = PipelineDoc::new(p, RunId::new("r").unwrap(), vec![s.clone(), s], Timestamp::from_millis(0)).unwrap_err();
+    let err = PipelineDoc::new(p, RunId::new("r").unwrap(), vec![StepPlan::new(s.clone(), None), StepPlan::new(s, None)], Timestamp::from_millis(0)).unwrap_err();
     assert!(err.to_string().contains("listed twice"), "{err}");
 }
 
@@ -154,7 +154,7 @@ fn aggregate_sums_shards_orders_steps_and_flags_stale_leases() {
     let run = RunId::new("run-2").unwrap();
     let t = Timestamp::from_millis;
     let limits = Limits::default();
-    let pipeline = PipelineDoc::new(p.clone(), run.clone(), vec![extract.clone(), load.clone()], t(0)).unwrap();
+    let pipeline = PipelineDoc::new(p.clone(), run.clone(), plan::chain([(extract.clone(), None), (load.clone(), Some(2))]), t(0)).unwrap();
 
     let mut done = PartitionDoc::new(p.clone(), PartitionId::step(extract.clone()), run.clone(), t(0));
     done.start(t(1)).unwrap();
@@ -179,7 +179,7 @@ fn aggregate_sums_shards_orders_steps_and_flags_stale_leases() {
     shard1.records_processed = 999; // an older run's count: not summed
     shard1.status = StepStatus::Completed { completed_at: t(0) };
 
-    let view = aggregate(&pipeline, &[shard1, shard0, done], t(1500), &LeaseConfig::default(), 10).unwrap();
+    let view = aggregate(&pipeline, &[shard1, shard0, done], t(1500), &Config::default()).unwrap();
     assert_eq!(view.steps.iter().map(|s| s.step_id.as_str()).collect::<Vec<_>>(), ["extract", "load"]);
     assert_eq!((view.steps[0].status, view.steps[0].records_processed), (StatusKind::Completed, 100));
     let load_view = &view.steps[1];
@@ -193,7 +193,7 @@ fn aggregate_sums_shards_orders_steps_and_flags_stale_leases() {
     assert_eq!(view.status, StatusKind::Running);
 
     let other = PartitionDoc::new(PipelineId::new("other").unwrap(), PartitionId::step(load), run, t(0));
-    assert!(aggregate(&pipeline, &[other], t(0), &LeaseConfig::default(), 10).is_err());
+    assert!(aggregate(&pipeline, &[other], t(0), &Config::default()).is_err());
 }
 
 #[test]

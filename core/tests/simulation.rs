@@ -1,7 +1,10 @@
 //! Deterministic simulation: several virtual workers with skewed virtual
 //! clocks share one partition through an in-test conditional store that can
-//! drop a request or lose the response after applying it. Proptest chooses
-//! the interleaving, the faults and the clock jumps.
+//! drop a request or lose the response after applying it. Each worker claims
+//! with an `Update` and then writes through its holder `Session`, exactly as
+//! every runtime does. Proptest chooses the interleaving, the faults, the
+//! clock jumps, crashes and abandoned writes (a driver dropped mid-write, as
+//! a cancelled heartbeat is).
 //!
 //! Properties:
 //! - never two workers that trust a lease at the same instant;
@@ -37,7 +40,8 @@ fn config() -> Config {
 static TAKEOVERS: AtomicU64 = AtomicU64::new(0);
 static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
 static LOST_RESPONSES: AtomicU64 = AtomicU64::new(0);
-static RESOLVED_AS_LANDED: AtomicU64 = AtomicU64::new(0);
+static REPLAYS: AtomicU64 = AtomicU64::new(0);
+static ABANDONED: AtomicU64 = AtomicU64::new(0);
 static FENCED: AtomicU64 = AtomicU64::new(0);
 
 /// What the network does with one delivery.
@@ -60,6 +64,9 @@ enum Step {
     /// Worker `n` crashes and restarts with no memory; an in-flight request
     /// may still land.
     Crash { worker: usize, deliver: bool },
+    /// Worker `n` drops the driver of its write in flight but keeps its
+    /// session (a cancelled task); the request may still land.
+    Abandon { worker: usize, deliver: bool },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -68,6 +75,7 @@ fn step() -> impl Strategy<Value = Step> {
         12 => (0..4usize, fault, 1..100u64, prop::bool::weighted(0.05)).prop_map(|(worker, fault, records, finish)| Step::Act { worker, fault, records, finish }),
         3 => (1..700i64).prop_map(|ms| Step::Advance { ms }),
         1 => (0..4usize, any::<bool>()).prop_map(|(worker, deliver)| Step::Crash { worker, deliver }),
+        1 => (0..4usize, any::<bool>()).prop_map(|(worker, deliver)| Step::Abandon { worker, deliver }),
     ]
 }
 
@@ -133,17 +141,14 @@ fn etag(n: u64) -> Version {
     Version { e_tag: Some(format!("\"{n}\"")), version: None }
 }
 
-enum Op {
-    Claim(Box<Update<Claim<PartitionDoc>>>),
-    Write(Box<Update<Write<PartitionDoc>>>),
-}
-
 struct Worker {
     id: WorkerId,
     skew: i64,
-    /// The lease as of our last successful write, with the document and version.
-    holding: Option<(Lease, PartitionDoc, Version)>,
-    op: Option<Op>,
+    /// The partition we hold, once a claim landed.
+    session: Option<Session>,
+    claim: Option<Update<Claim<PartitionDoc>>>,
+    /// The write id of the session write in progress, if any.
+    writing: Option<u64>,
     in_flight: Option<Request>,
     sleeping: bool,
 }
@@ -179,8 +184,9 @@ impl Sim {
             .map(|(i, &skew)| Worker {
                 id: WorkerId::new(format!("w{i}")).unwrap(),
                 skew,
-                holding: None,
-                op: None,
+                session: None,
+                claim: None,
+                writing: None,
                 in_flight: None,
                 sleeping: false,
             })
@@ -206,8 +212,23 @@ impl Sim {
                     self.store.apply(req);
                 }
                 let worker = &mut self.workers[w];
-                worker.holding = None;
-                worker.op = None;
+                worker.session = None;
+                worker.claim = None;
+                worker.writing = None;
+                worker.in_flight = None;
+                worker.sleeping = false;
+            }
+            Step::Abandon { worker, deliver } => {
+                let w = worker % self.workers.len();
+                if self.workers[w].writing.is_none() {
+                    return;
+                }
+                ABANDONED.fetch_add(1, Relaxed);
+                if let (true, Some(req)) = (deliver, self.workers[w].in_flight.take()) {
+                    self.store.apply(req);
+                }
+                let worker = &mut self.workers[w];
+                worker.writing = None;
                 worker.in_flight = None;
                 worker.sleeping = false;
             }
@@ -229,46 +250,45 @@ impl Sim {
                     Response::Unavailable { reason: "response lost".into() }
                 }
             };
-            self.with_op(w, |op| match op {
-                Op::Claim(u) => OpAction::Claim(u.handle(response, now, random)),
-                Op::Write(u) => OpAction::Write(u.handle(response, now, random)),
-            })
+            self.drive(w, |d| d.handle(response, now, random))
         } else if self.workers[w].sleeping {
             self.workers[w].sleeping = false;
-            self.with_op(w, |op| match op {
-                Op::Claim(u) => OpAction::Claim(u.wake(now)),
-                Op::Write(u) => OpAction::Write(u.wake(now)),
-            })
+            self.drive(w, |d| d.wake(now))
         } else {
             self.start_op(w, records, finish, now)
         };
         self.follow(w, action);
     }
 
-    fn with_op(&mut self, w: usize, f: impl FnOnce(&mut Op) -> OpAction) -> OpAction {
-        f(self.workers[w].op.as_mut().expect("a worker with a request in flight has an operation"))
+    /// Feeds the claim or the session write in progress.
+    fn drive(&mut self, w: usize, f: impl FnOnce(&mut dyn Driver) -> OpAction) -> OpAction {
+        let worker = &mut self.workers[w];
+        match (&mut worker.claim, &mut worker.session) {
+            (Some(claim), _) => f(claim),
+            (None, Some(session)) => f(session),
+            _ => unreachable!("a worker with a request in flight has an operation"),
+        }
     }
 
     fn start_op(&mut self, w: usize, records: u64, finish: bool, now: Timestamp) -> OpAction {
         let config = self.config;
-        match self.workers[w].holding.clone() {
+        let write_id = self.write_id();
+        let worker = &mut self.workers[w];
+        match worker.session.as_mut() {
             None => {
-                let write_id = self.write_id();
-                let mut u = Update::new(KEY, Claim::new(self.workers[w].id.clone(), write_id), config);
+                let mut u = Update::new(KEY, Claim::new(worker.id.clone(), write_id), config);
                 let a = u.start(now);
-                self.workers[w].op = Some(Op::Claim(Box::new(u)));
+                worker.claim = Some(u);
                 OpAction::Claim(a)
             }
-            Some((lease, doc, version)) => {
-                let write_id = self.write_id();
+            Some(session) => {
+                if session.is_unresolved() {
+                    REPLAYS.fetch_add(1, Relaxed);
+                }
                 let progress = Progress { add_records: records, ..Progress::default() };
-                let holder = Holder::of(&lease);
-                let write = if finish { Write::release(holder, write_id, progress) } else { Write::checkpoint(holder, write_id, progress) };
                 self.deltas.insert(write_id, records);
-                let mut u = Update::from_cached(KEY, write, config, doc, version);
-                let a = u.start(now);
-                self.workers[w].op = Some(Op::Write(Box::new(u)));
-                OpAction::Write(a)
+                worker.writing = Some(write_id);
+                OpAction::Write(session.begin(progress, finish.then_some(Finish::Release), write_id, now))
             }
         }
     }
@@ -276,48 +296,42 @@ impl Sim {
     /// Performs the driver's wish: remember the request, note a sleep, or
     /// take in the outcome.
     fn follow(&mut self, w: usize, action: OpAction) {
+        let now = self.local(w);
         let worker = &mut self.workers[w];
         match action {
             OpAction::Claim(Action::Send(r)) | OpAction::Write(Action::Send(r)) => worker.in_flight = Some(r),
             OpAction::Claim(Action::Sleep(_)) | OpAction::Write(Action::Sleep(_)) => worker.sleeping = true,
             OpAction::Claim(Action::Done(result)) => {
-                worker.op = None;
-                worker.holding = match result {
+                worker.claim = None;
+                worker.session = match result {
                     Ok(c) => {
-                        let lease = c.doc.lease.clone().unwrap();
-                        if lease.epoch > 1 && c.wrote {
+                        if c.doc.lease.as_ref().unwrap().epoch > 1 && c.wrote {
                             TAKEOVERS.fetch_add(1, Relaxed);
                         }
-                        Some((lease, c.doc, c.version))
+                        Some(Session::claimed(KEY, c, self.config, now))
                     }
                     Err(_) => None,
                 };
             }
             OpAction::Write(Action::Done(result)) => {
-                let Some(Op::Write(u)) = worker.op.take() else { unreachable!() };
-                let write = u.mutation().clone();
+                let write_id = worker.writing.take().expect("a session write in progress");
                 match result {
-                    Ok(c) => {
+                    Ok(written) => {
                         CHECKPOINTS.fetch_add(1, Relaxed);
-                        if !c.wrote {
-                            RESOLVED_AS_LANDED.fetch_add(1, Relaxed);
+                        if written.landed {
+                            self.confirmed.insert(write_id);
                         }
-                        self.confirmed.insert(write.write_id);
-                        let lease = c.doc.lease.clone().unwrap();
-                        worker.holding = lease.released_at.is_none().then_some((lease, c.doc, c.version));
+                        if worker.session.as_ref().is_some_and(|s| s.is_released()) {
+                            worker.session = None;
+                        }
                     }
                     Err(Error::Fenced { .. }) => {
                         FENCED.fetch_add(1, Relaxed);
-                        worker.holding = None;
+                        worker.session = None;
                     }
-                    // Unsure whether it landed: retry the same write (same
-                    // id), from a fresh read, until it resolves.
-                    Err(Error::Unavailable { .. } | Error::Conflict { .. }) => {
-                        let mut u = Update::new(KEY, write, self.config);
-                        let a = u.start(Timestamp::from_millis(self.now + worker.skew));
-                        worker.op = Some(Op::Write(Box::new(u)));
-                        self.follow(w, OpAction::Write(a));
-                    }
+                    // Unsure whether it landed: the session replays it (same
+                    // id, fresh read) before the worker's next write.
+                    Err(Error::Unavailable { .. } | Error::Conflict { .. }) => {}
                     Err(e) => panic!("unexpected outcome for worker {w}: {e}"),
                 }
             }
@@ -329,10 +343,8 @@ impl Sim {
             .workers
             .iter()
             .enumerate()
-            // A worker that has begun to release no longer acts on its lease.
-            .filter(|(_, w)| !matches!(&w.op, Some(Op::Write(u)) if u.mutation().finish.is_some()))
-            .filter(|(i, w)| w.holding.as_ref().is_some_and(|(lease, _, _)| Holder::trusts(lease, self.local(*i), &self.config.lease)))
-            .map(|(i, w)| (i, w.holding.as_ref().unwrap().0.epoch))
+            .filter(|(i, w)| w.session.as_ref().is_some_and(|s| s.trusts(self.local(*i))))
+            .map(|(i, w)| (i, w.session.as_ref().unwrap().lease().epoch))
             .collect();
         assert!(trusting.len() <= 1, "two workers trust the lease at t={}: {trusting:?}", self.now);
     }
@@ -348,8 +360,32 @@ impl Sim {
 }
 
 enum OpAction {
-    Claim(Action<PartitionDoc>),
-    Write(Action<PartitionDoc>),
+    Claim(Action<Committed<PartitionDoc>>),
+    Write(Action<Written>),
+}
+
+/// The claim driver and the session, seen alike by the harness.
+trait Driver {
+    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> OpAction;
+    fn wake(&mut self, now: Timestamp) -> OpAction;
+}
+
+impl Driver for Update<Claim<PartitionDoc>> {
+    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> OpAction {
+        OpAction::Claim(Drive::handle(self, response, now, random))
+    }
+    fn wake(&mut self, now: Timestamp) -> OpAction {
+        OpAction::Claim(Drive::wake(self, now))
+    }
+}
+
+impl Driver for Session {
+    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> OpAction {
+        OpAction::Write(Session::handle(self, response, now, random))
+    }
+    fn wake(&mut self, now: Timestamp) -> OpAction {
+        OpAction::Write(Session::wake(self, now))
+    }
 }
 
 proptest! {
@@ -377,11 +413,15 @@ fn simulation_reaches_the_hard_paths() {
         TAKEOVERS.load(Relaxed),
         CHECKPOINTS.load(Relaxed),
         LOST_RESPONSES.load(Relaxed),
-        RESOLVED_AS_LANDED.load(Relaxed),
+        REPLAYS.load(Relaxed),
         FENCED.load(Relaxed),
     );
-    println!("simulation: {c} successful holder writes, {t} takeovers/re-claims, {l} lost responses, {r} writes resolved as already landed, {f} fenced writers");
-    assert!(t >= 10_000 && c > 1000 && l > 100 && r > 10 && f > 10, "the simulation must exercise takeovers, lost responses and fencing");
+    let a = ABANDONED.load(Relaxed);
+    println!("simulation: {c} successful holder writes, {t} takeovers/re-claims, {l} lost responses, {r} unresolved writes replayed, {a} writes abandoned mid-flight, {f} fenced writers");
+    assert!(
+        t >= 10_000 && c > 1000 && l > 100 && r > 100 && a > 100 && f > 10,
+        "the simulation must exercise takeovers, lost responses, replays, abandoned writes and fencing"
+    );
 }
 
 /// The harness must be able to see a violation: with no skew allowance and
