@@ -44,7 +44,7 @@ async fn request_counts(store: Arc<dyn ConditionalStore>) {
     let counting = Arc::new(CountingStore::new(store));
     let m = StateManager::new(counting.clone(), Config::default());
     let p: PipelineId = id("counts");
-    m.create_pipeline(&p, &id("r"), &[StepPlan { step_id: id("s"), shards: None }]).await.unwrap();
+    m.create_pipeline(&p, &id("r"), &[StepPlan::new(id("s"), None)]).await.unwrap();
     let part = PartitionId::step(id("s"));
     let w: WorkerId = id("w");
     let row = |name: &str, before: oxiflow_backends::RequestCounts, n: u64| {
@@ -78,7 +78,7 @@ async fn request_counts(store: Arc<dyn ConditionalStore>) {
 async fn checkpoint_vs_raw_put(store: Arc<dyn ConditionalStore>, rounds: usize) {
     let m = StateManager::new(store.clone(), Config::default());
     let p: PipelineId = id("latency");
-    m.create_pipeline(&p, &id("r"), &[StepPlan { step_id: id("s"), shards: None }]).await.unwrap();
+    m.create_pipeline(&p, &id("r"), &[StepPlan::new(id("s"), None)]).await.unwrap();
     let mut c = m.claim(&p, &PartitionId::step(id("s")), &id("w")).await.unwrap();
     m.checkpoint(&mut c, progress(0)).await.unwrap();
     let body = codec::encode("k", c.doc(), &Config::default().limits).unwrap();
@@ -108,7 +108,7 @@ async fn checkpoint_vs_raw_put(store: Arc<dyn ConditionalStore>, rounds: usize) 
 async fn parallel_steps(store: Arc<dyn ConditionalStore>, workers: usize, n: u64) -> f64 {
     let m = StateManager::new(store, Config::default());
     let p: PipelineId = id(&format!("steps-{workers}"));
-    let steps: Vec<StepPlan> = (0..workers).map(|i| StepPlan { step_id: id(&format!("s{i}")), shards: None }).collect();
+    let steps: Vec<StepPlan> = (0..workers).map(|i| StepPlan::new(id(&format!("s{i}")), None)).collect();
     m.create_pipeline(&p, &id("r"), &steps).await.unwrap();
     let start = Instant::now();
     let tasks: Vec<_> = (0..workers)
@@ -170,7 +170,7 @@ async fn one_partition(store: Arc<dyn ConditionalStore>, workers: usize, secs: u
     let m = StateManager::new(store, Config::default());
     let p: PipelineId = id(&format!("contended-{per_claim}"));
     let part = PartitionId::step(id("hot"));
-    m.create_pipeline(&p, &id("r"), &[StepPlan { step_id: id("hot"), shards: None }]).await.unwrap();
+    m.create_pipeline(&p, &id("r"), &[StepPlan::new(id("hot"), None)]).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let tasks: Vec<_> = (0..workers)

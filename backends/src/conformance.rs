@@ -65,11 +65,18 @@ pub async fn primitives(store: Arc<dyn ConditionalStore>) {
     for k in ["a/x/1", "a/x/2", "a/y/1", "ab/1"] {
         s.put_if_absent(&format!("{p}{k}"), k.as_bytes().to_vec()).await.unwrap();
     }
-    let strip = |keys: Vec<String>| keys.into_iter().map(|k| k.strip_prefix(&p).unwrap_or(&k).to_string()).collect::<Vec<_>>();
+    let strip = |keys: Vec<crate::Listed>| keys.into_iter().map(|k| k.key.strip_prefix(&p).unwrap_or(&k.key).to_string()).collect::<Vec<_>>();
     assert_eq!(strip(s.list(&format!("{p}a/x/")).await.unwrap()), ["a/x/1", "a/x/2"], "{name}: list a/x/");
     assert_eq!(strip(s.list(&format!("{p}a/")).await.unwrap()), ["a/x/1", "a/x/2", "a/y/1"], "{name}: list a/");
     assert_eq!(strip(s.list(&format!("{p}a")).await.unwrap()), ["a/x/1", "a/x/2", "a/y/1", "ab/1"], "{name}: list a");
     assert!(s.list(&format!("{p}nothing/")).await.unwrap().is_empty(), "{name}: list of an empty prefix");
+    // A version in a listing is the one a GET returns: readers skip the GET
+    // of a document whose listed version they hold.
+    for item in s.list(&format!("{p}a")).await.unwrap() {
+        if let Some(listed) = item.version {
+            assert_eq!(Some(listed), body_of(s, &item.key).await.map(|b| b.1), "{name}: listed and read versions of {}", item.key);
+        }
+    }
 
     // large body, and the size limit on read
     let large: Vec<u8> = (0..LARGE).map(|i| (i % 251) as u8).collect();
@@ -172,7 +179,8 @@ fn id<T: std::str::FromStr<Err = oxiflow_core::Error>>(s: &str) -> T {
 pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn ConditionalStore>) {
     use oxiflow_core::{Error as CoreError, PartitionId, Progress, StatusKind, StepStatus};
 
-    use crate::manager::{StateManager, StepPlan};
+    use crate::manager::StateManager;
+    use crate::snapshot::Snapshot;
 
     let name = store.describe().to_string();
     let clock = ManualClock::new(1_764_000_000_000);
@@ -181,11 +189,7 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
     let m = StateManager::new(store.clone(), config).with_clock(clock.clock());
     let pipeline: oxiflow_core::PipelineId = id(&format!("orders-{:08x}", rand::random::<u32>()));
     let (w1, w2, w3, ops) = (id("w1"), id("w2"), id("w3"), id("ops"));
-    let steps = [
-        StepPlan { step_id: id("extract"), shards: None },
-        StepPlan { step_id: id("transform"), shards: Some(2) },
-        StepPlan { step_id: id("load"), shards: None },
-    ];
+    let steps = oxiflow_core::plan::chain([(id("extract"), None), (id("transform"), Some(2)), (id("load"), None)]);
     m.create_pipeline(&pipeline, &id("run-1"), &steps).await.unwrap_or_else(|e| panic!("{name}: create: {e}"));
     m.create_pipeline(&pipeline, &id("run-1"), &steps).await.unwrap_or_else(|e| panic!("{name}: creating twice must be a no-op: {e}"));
     assert!(m.list_pipelines().await.unwrap().contains(&pipeline), "{name}: list_pipelines");
@@ -213,11 +217,13 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
         matches!(m.checkpoint(&mut c1, back).await, Err(crate::Error::Core(CoreError::CounterRegression { .. }))),
         "{name}: batch regression"
     );
-    let released = m.release(&mut c1, Progress::default()).await.unwrap();
+    m.release(&mut c1, Progress::default()).await.unwrap();
+    let released = c1.doc();
     assert_eq!((released.status.kind(), released.records_processed), (StatusKind::Pending, 300), "{name}: release keeps counts");
     let mut c2 = m.claim(&pipeline, &extract, &w2).await.unwrap();
     assert_eq!((c2.doc().attempts, c2.doc().last_processed_id.as_deref(), c2.lease().epoch), (2, Some("order-300"), 2), "{name}: resume");
-    let done = m.complete(&mut c2, Progress { add_records: 5, ..Progress::default() }).await.unwrap();
+    m.complete(&mut c2, Progress { add_records: 5, ..Progress::default() }).await.unwrap();
+    let done = c2.doc();
     assert!(matches!(done.status, StepStatus::Completed { .. }) && done.records_processed == 305, "{name}: complete");
 
     // expiry and takeover: the old holder is fenced and lands nothing
@@ -243,8 +249,8 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
     let asked = m.request_stop(&w3, &ops).await.unwrap();
     assert_eq!(asked.len(), 1, "{name}: w3 holds one partition: {asked:?}");
     match m.checkpoint(&mut new, Progress { add_records: 2, ..Progress::default() }).await {
-        Err(crate::Error::StopRequested { requested_by, .. }) => assert_eq!(requested_by, "ops"),
-        other => panic!("{name}: a stop request must stop the holder, got {other:?}"),
+        Ok(oxiflow_core::Written { landed: true, stop: Some(stop), .. }) => assert_eq!(stop.requested_by, ops),
+        other => panic!("{name}: a stop request must save the progress and stop the holder, got {other:?}"),
     }
     assert!(new.lease().released_at.is_some() && new.doc().records_processed == 12, "{name}: stop saved progress and released");
     m.claim(&pipeline, &t0, &w1).await.unwrap_or_else(|e| panic!("{name}: a stopped partition is free: {e}"));
@@ -288,6 +294,17 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
     let v = c.doc().version;
     assert_eq!(versions, [v - 2, v - 1, v], "{name}: history keeps the last 3 versions in order");
     assert_eq!(history.last().unwrap(), c.doc(), "{name}: the newest copy is the live document");
+
+    // a snapshot refreshes with one LIST and GETs only what changed
+    let mut snapshot = Snapshot::new(pipeline.clone());
+    let first = m.refresh(&mut snapshot).await.unwrap();
+    assert_eq!((first.fetched, first.kept), (5, 0), "{name}: the first refresh reads every document");
+    let again = m.refresh(&mut snapshot).await.unwrap();
+    assert_eq!((again.fetched, again.kept), (0, 5), "{name}: an unchanged pipeline is re-read from the listing alone");
+    hm.checkpoint(&mut c, Progress { add_records: 1, ..Progress::default() }).await.unwrap();
+    let changed = m.refresh(&mut snapshot).await.unwrap();
+    assert_eq!((changed.fetched, changed.kept), (1, 4), "{name}: one changed document, one GET");
+    assert_eq!(snapshot.partitions().iter().find(|d| d.step_id.as_str() == "load").unwrap(), c.doc(), "{name}: the GET saw the change");
 
     // the store honours both conditions
     let report = m.probe().await.unwrap_or_else(|e| panic!("{name}: probe: {e}"));

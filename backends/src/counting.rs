@@ -9,7 +9,7 @@ use oxiflow_core::{Object, Version};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::store::ConditionalStore;
+use crate::store::{ConditionalStore, Listed};
 
 /// Requests seen, by primitive.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -81,7 +81,7 @@ impl ConditionalStore for CountingStore {
         self.bump(3);
         self.inner.delete(key).await
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         self.bump(4);
         self.inner.list(prefix).await
     }

@@ -31,11 +31,6 @@ pub enum Error {
     #[error("access denied by {store}: {reason}; check the credentials")]
     AccessDenied { store: String, reason: String },
 
-    /// The holder's write honoured a stop request: the lease is released;
-    /// stop working on this partition.
-    #[error("stop requested on {key} by {requested_by}; the lease was released")]
-    StopRequested { key: String, requested_by: String },
-
     /// The store silently ignores a condition it must honour; refuse it.
     #[error("store {store} is not safe for oxiflow: {reason}")]
     UnsafeStore { store: String, reason: String },
@@ -59,7 +54,6 @@ impl Error {
         match self {
             Error::Core(e) => e.kind(),
             Error::AlreadyExists { .. } | Error::Precondition { .. } => ErrorKind::Conflict,
-            Error::StopRequested { .. } => ErrorKind::Fenced,
             Error::Unavailable { .. } | Error::Io { .. } | Error::Store { .. } => ErrorKind::Unavailable,
             Error::MissingBucket { .. } | Error::AccessDenied { .. } | Error::InvalidUrl { .. } | Error::UnsafeStore { .. } => {
                 ErrorKind::Invalid

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::store::ConditionalStore;
+use crate::store::{ConditionalStore, Listed};
 
 /// How often each fault happens, per request (0.0 – 1.0).
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,7 +124,7 @@ impl ConditionalStore for FaultyStore {
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
     }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         match self.draw(false).await {
             Fault::Before(reason) => Err(self.unavailable(reason)),
             _ => self.inner.list(prefix).await,

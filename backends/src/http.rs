@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_LENGTH, ETA
 use reqwest::StatusCode;
 
 use crate::error::{Error, Result};
-use crate::store::ConditionalStore;
+use crate::store::{ConditionalStore, Listed};
 
 /// Carries a store generation (GCS) next to the ETag.
 pub const GENERATION_HEADER: &str = "x-oxiflow-generation";
@@ -162,7 +162,7 @@ impl ConditionalStore for HttpStore {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let url = url::Url::parse_with_params(&format!("{}/v1/keys", self.base), [("prefix", prefix)])
             .map_err(|e| Error::InvalidUrl { url: self.base.clone(), reason: e.to_string() })?;
         let r = self.request(reqwest::Method::GET, url.to_string());

@@ -1,24 +1,30 @@
 //! Keeps a claimed partition's lease alive in the background. Every
 //! checkpoint already extends the lease, so the heartbeat task writes only
-//! when no checkpoint happened within `heartbeat_interval`: a worker that
-//! checkpoints more often than that sends no heartbeats at all.
+//! when the session says one is due (nothing stored within
+//! `heartbeat_interval`): a worker that checkpoints more often than that
+//! sends no heartbeats at all.
+//!
+//! The heartbeat may be cancelled at any moment, even with its write in
+//! flight: the core's session records every write as unresolved from the
+//! moment it begins, so the next write (a checkpoint, the release) replays
+//! it first and nothing is lost or applied twice.
 
 use std::sync::Arc;
 
-use oxiflow_core::{PartitionDoc, Progress};
+use oxiflow_core::{PartitionDoc, Progress, StopRequest, Written};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::manager::{Claimed, StateManager};
 
 struct Holding {
     claimed: Claimed,
-    last_write: Instant,
-    /// Why the background heartbeat gave up (fenced, stop requested, …);
+    /// Why the background heartbeat gave up (fenced, store down, …);
     /// reported by the next call.
     lost: Option<Error>,
+    /// A heartbeat found a stop request: the lease is released.
+    stop: Option<StopRequest>,
 }
 
 /// A partition held with a background heartbeat. Dropping it stops the
@@ -32,25 +38,37 @@ pub struct Held {
 impl StateManager {
     /// Starts keeping `claimed` alive.
     pub fn keep(&self, claimed: Claimed) -> Held {
-        let holding = Arc::new(Mutex::new(Holding { claimed, last_write: Instant::now(), lost: None }));
+        let holding = Arc::new(Mutex::new(Holding { claimed, lost: None, stop: None }));
         let heartbeat = tokio::spawn(heartbeat_loop(self.clone(), holding.clone()));
         Held { manager: self.clone(), holding, heartbeat }
     }
 }
 
 async fn heartbeat_loop(manager: StateManager, holding: Arc<Mutex<Holding>>) {
-    let interval = manager.config().lease.heartbeat_interval;
     loop {
-        let due = holding.lock().await.last_write + interval;
-        tokio::time::sleep_until(due).await;
+        let due = holding.lock().await.claimed.heartbeat_due();
+        let wait = manager.now().until(due);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+            continue; // a checkpoint may have moved the due time meanwhile
+        }
         let mut h = holding.lock().await;
-        if h.last_write + interval > Instant::now() {
-            continue; // a checkpoint extended the lease meanwhile
+        if manager.now() < h.claimed.heartbeat_due() {
+            continue;
         }
         match manager.heartbeat(&mut h.claimed).await {
-            Ok(()) => h.last_write = Instant::now(),
-            // Not lost: the write is settled before the next one; try again.
-            Err(Error::Unavailable { .. }) => h.last_write = Instant::now(),
+            Ok(Written { stop: Some(stop), .. }) => {
+                h.stop = Some(stop);
+                return;
+            }
+            Ok(_) => {}
+            // Not lost: the session replays it before the next write. Try
+            // again after the interval.
+            Err(Error::Unavailable { .. }) => {
+                let interval = manager.config().lease.heartbeat_interval;
+                drop(h);
+                tokio::time::sleep(interval).await;
+            }
             Err(e) => {
                 tracing::warn!(key = h.claimed.key(), error = %e, "heartbeat stopped");
                 h.lost = Some(e);
@@ -66,17 +84,22 @@ impl Held {
         self.holding.lock().await.claimed.doc().clone()
     }
 
-    /// Records progress and extends the lease: one conditional PUT.
-    pub async fn checkpoint(&self, progress: Progress) -> Result<()> {
+    /// Records progress and extends the lease: one conditional PUT. A stop
+    /// request in the outcome means: stop working here (the lease is
+    /// released; `landed` says whether this progress was stored first).
+    pub async fn checkpoint(&self, progress: Progress) -> Result<Written> {
         let mut h = self.holding.lock().await;
         if let Some(e) = h.lost.take() {
             return Err(e);
         }
-        self.manager.checkpoint(&mut h.claimed, progress).await?;
-        h.last_write = Instant::now();
-        Ok(())
+        if let Some(stop) = h.stop.clone() {
+            return Ok(Written { landed: false, stop: Some(stop), requests: 0 });
+        }
+        self.manager.checkpoint(&mut h.claimed, progress).await
     }
 
+    /// Stops the heartbeat (a write it had in flight stays unresolved in
+    /// the session and is replayed by the finishing write).
     async fn finish(self) -> Result<Claimed> {
         self.heartbeat.abort();
         let mut h = self.holding.lock().await;
@@ -86,19 +109,26 @@ impl Held {
         }
     }
 
+    /// Gives the partition back; returns the document as stored after.
     pub async fn release(self, progress: Progress) -> Result<PartitionDoc> {
         let manager = self.manager.clone();
-        manager.release(&mut self.finish().await?, progress).await
+        let mut claimed = self.finish().await?;
+        manager.release(&mut claimed, progress).await?;
+        Ok(claimed.doc().clone())
     }
 
     pub async fn complete(self, progress: Progress) -> Result<PartitionDoc> {
         let manager = self.manager.clone();
-        manager.complete(&mut self.finish().await?, progress).await
+        let mut claimed = self.finish().await?;
+        manager.complete(&mut claimed, progress).await?;
+        Ok(claimed.doc().clone())
     }
 
     pub async fn fail(self, progress: Progress, error: String, retryable: bool) -> Result<PartitionDoc> {
         let manager = self.manager.clone();
-        manager.fail(&mut self.finish().await?, progress, error, retryable).await
+        let mut claimed = self.finish().await?;
+        manager.fail(&mut claimed, progress, error, retryable).await?;
+        Ok(claimed.doc().clone())
     }
 }
 

@@ -19,6 +19,7 @@ mod keeper;
 mod local;
 mod manager;
 mod object;
+mod snapshot;
 mod store;
 
 pub use counting::{CountingStore, RequestCounts};
@@ -27,6 +28,8 @@ pub use faults::{FaultCounts, Faults, FaultyStore};
 pub use http::{HttpStore, GENERATION_HEADER};
 pub use keeper::Held;
 pub use local::LocalDirStore;
-pub use manager::{system_clock, Claimed, Clock, Export, ProbeReport, StateManager, StepPlan};
+pub use manager::{readiness_reason, system_clock, Claimed, Clock, Export, Next, ProbeReport, StateManager};
+pub use oxiflow_core::StepPlan;
+pub use snapshot::{Refreshed, Snapshot};
 pub use object::{ObjectStoreBackend, ObjectStoreOptions};
-pub use store::ConditionalStore;
+pub use store::{ConditionalStore, Listed};

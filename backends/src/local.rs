@@ -21,7 +21,7 @@ use oxiflow_core::{Object, Version};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::store::ConditionalStore;
+use crate::store::{ConditionalStore, Listed};
 
 const LOCK_FILE: &str = ".lock";
 
@@ -109,7 +109,9 @@ impl LocalDirStore {
         result
     }
 
-    fn list_sync(&self, prefix: &str) -> Result<Vec<String>> {
+    /// Lists keys with their versions: each file is read and hashed, which
+    /// on a local disk is cheap next to decoding it.
+    fn list_sync(&self, prefix: &str) -> Result<Vec<Listed>> {
         let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
         let start = self.root.join(dir);
         let mut keys = Vec::new();
@@ -133,12 +135,17 @@ impl LocalDirStore {
                 } else if let Ok(rel) = path.strip_prefix(&self.root) {
                     let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
                     if key.starts_with(prefix) {
-                        keys.push(key);
+                        // A file removed since the directory was read is not listed.
+                        match fs::read(&path) {
+                            Ok(body) => keys.push(Listed { key, version: Some(etag(&body)) }),
+                            Err(e) if e.kind() == ErrorKind::NotFound => {}
+                            Err(e) => return Err(io("read", &path)(e)),
+                        }
                     }
                 }
             }
         }
-        keys.sort();
+        keys.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(keys)
     }
 }
@@ -207,7 +214,7 @@ impl ConditionalStore for LocalDirStore {
         .await
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let this = self.clone();
         let prefix = prefix.to_string();
         blocking(move || this.list_sync(&prefix)).await

@@ -8,13 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures::{StreamExt, TryStreamExt};
 use oxiflow_core::ops::Work;
 use oxiflow_core::{
-    aggregate, codec, keys, Action, Claim, Committed, Config, Create, Document, Finish, Holder, Lease, LeaseStatus, Mutation, Operator,
-    PartitionDoc, PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Request, RequestStop, Response, RunId, StepId, Timestamp,
-    Update, WorkerId, Write,
+    aggregate, codec, keys, schedule, Action, Claim, Config, Create, Document, Drive, Finish, LeaseStatus, Operator, PartitionDoc,
+    PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Readiness, Request, RequestStop, Response, RunId, Schedule, Session,
+    StepId, StepPlan, Timestamp, Update, WorkerId, Written,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::snapshot::Snapshot;
 use crate::store::ConditionalStore;
 
 /// Where "now" comes from; tests pass a manual clock.
@@ -29,7 +30,7 @@ pub fn system_clock() -> Clock {
 }
 
 /// How many documents are read at once when loading a pipeline.
-const READ_CONCURRENCY: usize = 16;
+pub(crate) const READ_CONCURRENCY: usize = 16;
 
 /// Reads and writes pipeline state in one store.
 #[derive(Clone)]
@@ -47,49 +48,21 @@ impl std::fmt::Debug for StateManager {
     }
 }
 
-/// A step and how many shards it is split into (`None`: one partition).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepPlan {
-    pub step_id: StepId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shards: Option<u32>,
-}
+/// A partition this process holds: the core's holder [`Session`], which
+/// owns the document as last written, its version (so the next write is a
+/// single conditional PUT) and any write whose outcome is not known yet.
+pub type Claimed = Session<PartitionDoc>;
 
-impl StepPlan {
-    pub fn partitions(&self) -> Vec<PartitionId> {
-        match self.shards {
-            None => vec![PartitionId::step(self.step_id.clone())],
-            Some(n) => (0..n).map(|i| PartitionId::shard(self.step_id.clone(), i)).collect(),
-        }
-    }
-}
-
-/// A partition this process holds: the document as last written, its
-/// version (so the next write is a single conditional PUT), and any write
-/// whose outcome is not known yet.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    key: String,
-    doc: PartitionDoc,
-    version: oxiflow_core::Version,
-    /// A write that ended `Unavailable`/`Conflict`: it may have landed. It is
-    /// driven again (same write id, so at most once) before the next write.
-    unresolved: Option<Write<PartitionDoc>>,
-}
-
-impl Claimed {
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-    pub fn doc(&self) -> &PartitionDoc {
-        &self.doc
-    }
-    pub fn lease(&self) -> &Lease {
-        self.doc.lease.as_ref().expect("a claimed document has a lease")
-    }
-    fn holder(&self) -> Holder {
-        Holder::of(self.lease())
-    }
+/// What [`StateManager::claim_next`] found.
+#[derive(Debug)]
+pub enum Next {
+    /// A ready partition, claimed.
+    Claimed(Box<Claimed>),
+    /// Nothing is claimable now; the schedule says why each partition waits.
+    Wait(Box<Schedule>),
+    /// Nothing is left to claim in this run without an operator: the
+    /// pipeline completed, or failed with nothing else able to run.
+    Finished(Box<Schedule>),
 }
 
 /// A pipeline's documents, as exported and imported.
@@ -150,7 +123,7 @@ impl StateManager {
 
     /// Drives one operation to its end: perform each request, sleep when
     /// asked, feed back the answers.
-    pub async fn run<M: Mutation>(&self, mut op: Update<M>) -> Result<Committed<M::Doc>> {
+    pub async fn run<D: Drive>(&self, mut op: D) -> Result<D::Output> {
         let mut action = op.start(self.now());
         loop {
             action = match action {
@@ -194,13 +167,23 @@ impl StateManager {
         }
     }
 
-    /// Creates the pipeline document and one partition per step or shard.
-    /// Idempotent: what exists is left as it is.
+    /// Creates the pipeline document (its plan checked: no cycle, no unknown
+    /// step, aligned shard counts equal) and one partition per step or
+    /// shard. Idempotent for the same plan; a pipeline that exists with
+    /// another plan is refused, naming it.
     pub async fn create_pipeline(&self, pipeline: &PipelineId, run_id: &RunId, steps: &[StepPlan]) -> Result<PipelineDoc> {
         let now = self.now();
-        let step_ids = steps.iter().map(|s| s.step_id.clone()).collect();
-        let doc = PipelineDoc::new(pipeline.clone(), run_id.clone(), step_ids, now)?;
+        let doc = PipelineDoc::new(pipeline.clone(), run_id.clone(), steps.to_vec(), now)?;
         let created = self.run(Update::new(keys::pipeline_doc(pipeline), Create(doc), self.config)).await?;
+        if created.doc.steps != steps {
+            return Err(oxiflow_core::Error::InvalidInput {
+                reason: format!(
+                    "pipeline {pipeline} exists with another plan ({}); nothing was changed: pick another name or delete it first",
+                    describe_plan(&created.doc.steps)
+                ),
+            }
+            .into());
+        }
         let partitions: Vec<PartitionId> = steps.iter().flat_map(StepPlan::partitions).collect();
         futures::stream::iter(partitions)
             .map(|part| {
@@ -214,12 +197,60 @@ impl StateManager {
     }
 
     /// Claims a partition (or takes over an expired lease): GET + one
-    /// conditional PUT.
+    /// conditional PUT. It does not look at the pipeline's order: use
+    /// [`StateManager::claim_in_order`] or [`StateManager::claim_next`]
+    /// unless an operator means to run this partition regardless.
     pub async fn claim(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
         let key = keys::partition_doc(pipeline, partition);
         let c = self.run(Update::new(&key, Claim::<PartitionDoc>::new(worker.clone(), rand::random()), self.config)).await?;
-        self.keep_history(&c).await?;
-        Ok(Claimed { key, doc: c.doc, version: c.version, unresolved: None })
+        if c.wrote {
+            self.keep_history(&c.doc).await?;
+        }
+        Ok(Session::claimed(key, c, self.config, self.now()))
+    }
+
+    /// Claims a partition only if the scheduler says its upstream is done:
+    /// otherwise [`oxiflow_core::Error::NotReady`] naming what it waits on.
+    /// Reads the pipeline first.
+    pub async fn claim_in_order(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
+        let (doc, parts) = self.load(pipeline).await?;
+        let plan = self.schedule(&doc, &parts, Some(worker));
+        let key = keys::partition_doc(pipeline, partition);
+        match plan.readiness(partition) {
+            None => Err(oxiflow_core::Error::NotFound { key }.into()),
+            Some(r @ (Readiness::Waiting { .. } | Readiness::Blocked { .. } | Readiness::OtherRun | Readiness::Missing)) => {
+                Err(oxiflow_core::Error::NotReady { key, reason: readiness_reason(r) }.into())
+            }
+            Some(_) => self.claim(pipeline, partition, worker).await,
+        }
+    }
+
+    /// The scheduler over documents this manager read, at its clock.
+    pub fn schedule(&self, pipeline: &PipelineDoc, partitions: &[PartitionDoc], worker: Option<&WorkerId>) -> Schedule {
+        schedule(pipeline, partitions, self.now(), worker, &self.config.lease, &self.config.schedule, rand::random())
+    }
+
+    /// Claims the best ready partition of the pipeline for `worker`, after
+    /// refreshing `snapshot` (one LIST, plus GETs of what changed). A
+    /// partition someone else claimed first is skipped for the next one.
+    pub async fn claim_next(&self, snapshot: &mut Snapshot, worker: &WorkerId) -> Result<Next> {
+        self.refresh(snapshot).await?;
+        let pipeline = snapshot.pipeline().expect("a refreshed snapshot has its pipeline").clone();
+        let plan = self.schedule(&pipeline, &snapshot.partitions(), Some(worker));
+        for partition in &plan.claimable {
+            match self.claim(&pipeline.pipeline_id, partition, worker).await {
+                Ok(c) => return Ok(Next::Claimed(Box::new(c))),
+                // Lost the race for it (or it changed meanwhile): the next one.
+                Err(Error::Core(
+                    oxiflow_core::Error::LeaseHeld { .. }
+                    | oxiflow_core::Error::Conflict { .. }
+                    | oxiflow_core::Error::InvalidTransition { .. }
+                    | oxiflow_core::Error::NotFound { .. },
+                )) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(if plan.is_finished() { Next::Finished(Box::new(plan)) } else { Next::Wait(Box::new(plan)) })
     }
 
     /// Adopts the lease `worker` holds on a partition, for short-lived
@@ -227,137 +258,62 @@ impl StateManager {
     pub async fn adopt(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
         let key = keys::partition_doc(pipeline, partition);
         let (doc, version) = self.read::<PartitionDoc>(&key).await?.ok_or_else(|| oxiflow_core::Error::NotFound { key: key.clone() })?;
-        match doc.lease.as_ref() {
-            Some(l) if &l.worker_id == worker && l.released_at.is_none() => Ok(Claimed { key, doc, version, unresolved: None }),
-            other => Err(oxiflow_core::Error::Fenced {
-                key,
-                worker_id: worker.clone(),
-                epoch: other.map_or(0, |l| l.epoch),
-                holder: other.filter(|l| l.released_at.is_none()).map(|l| l.worker_id.clone()),
-                landed: false,
-            }
-            .into()),
-        }
+        Ok(Session::resume(key, doc, version, worker, self.config, self.now())?)
     }
 
-    /// Records progress and extends the lease: one conditional PUT.
-    pub async fn checkpoint(&self, claimed: &mut Claimed, progress: Progress) -> Result<()> {
+    /// Records progress and extends the lease: one conditional PUT. A stop
+    /// request in the outcome ([`Written::stop`]) means the progress is
+    /// stored and the lease released: stop working on this partition.
+    pub async fn checkpoint(&self, claimed: &mut Claimed, progress: Progress) -> Result<Written> {
         self.write(claimed, progress, None).await
     }
 
     /// Extends the lease without progress: one conditional PUT.
-    pub async fn heartbeat(&self, claimed: &mut Claimed) -> Result<()> {
+    pub async fn heartbeat(&self, claimed: &mut Claimed) -> Result<Written> {
         self.write(claimed, Progress::default(), None).await
     }
 
     /// Gives the partition back unfinished; the bookmark stays. After an
     /// `Unavailable` error, call again with the same `claimed`: the earlier
     /// attempt is settled first, so nothing is applied twice.
-    pub async fn release(&self, claimed: &mut Claimed, progress: Progress) -> Result<PartitionDoc> {
-        self.write(claimed, progress, Some(Finish::Release)).await?;
-        Ok(claimed.doc.clone())
+    pub async fn release(&self, claimed: &mut Claimed, progress: Progress) -> Result<Written> {
+        self.write(claimed, progress, Some(Finish::Release)).await
     }
 
-    pub async fn complete(&self, claimed: &mut Claimed, progress: Progress) -> Result<PartitionDoc> {
-        self.write(claimed, progress, Some(Finish::Complete)).await?;
-        Ok(claimed.doc.clone())
+    pub async fn complete(&self, claimed: &mut Claimed, progress: Progress) -> Result<Written> {
+        self.write(claimed, progress, Some(Finish::Complete)).await
     }
 
-    pub async fn fail(&self, claimed: &mut Claimed, progress: Progress, error: String, retryable: bool) -> Result<PartitionDoc> {
-        self.write(claimed, progress, Some(Finish::Fail { error, retryable })).await?;
-        Ok(claimed.doc.clone())
+    pub async fn fail(&self, claimed: &mut Claimed, progress: Progress, error: String, retryable: bool) -> Result<Written> {
+        self.write(claimed, progress, Some(Finish::Fail { error, retryable })).await
     }
 
-    /// One holder write from the cached document. A write left unresolved by
-    /// an earlier failure is settled first, from a fresh read.
-    async fn write(&self, claimed: &mut Claimed, progress: Progress, finish: Option<Finish>) -> Result<()> {
-        let finishing = finish.is_some();
-        if let Some(pending) = claimed.unresolved.clone() {
-            let pending_finished = pending.finish.is_some();
-            let outcome = self.run(Update::new(&claimed.key, pending, self.config)).await;
-            match self.settle(claimed, outcome).await {
-                // An earlier release that landed (its response lost) before
-                // someone else claimed: done, as asked.
-                Err(Error::Core(oxiflow_core::Error::Fenced { landed: true, .. })) if pending_finished && finishing => {
-                    claimed.unresolved = None;
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-                Ok(()) => {}
-            }
-            if claimed.lease().released_at.is_some() {
-                // The settled write already let go of the lease.
-                return if finishing { Ok(()) } else { Err(self.released(claimed)) };
-            }
+    /// One holder write through the session: an unresolved earlier write is
+    /// replayed first, a stop request releases (all core rules).
+    async fn write(&self, claimed: &mut Claimed, progress: Progress, finish: Option<Finish>) -> Result<Written> {
+        let before = claimed.doc().version;
+        let outcome = self.run(claimed.write(progress, finish, rand::random())).await;
+        if claimed.doc().version != before {
+            self.keep_history(claimed.doc()).await?;
         }
-        if claimed.lease().released_at.is_some() {
-            // Already let go (by us, earlier): nothing more may be written.
-            return if finishing { Ok(()) } else { Err(self.released(claimed)) };
-        }
-        let write = Write { holder: claimed.holder(), write_id: rand::random(), progress, finish };
-        let op = Update::from_cached(&claimed.key, write.clone(), self.config, claimed.doc.clone(), claimed.version.clone());
-        let outcome = self.run(op).await;
-        if matches!(outcome, Err(Error::Unavailable { .. } | Error::Core(oxiflow_core::Error::Conflict { .. }))) {
-            claimed.unresolved = Some(write);
-        }
-        match self.settle(claimed, outcome).await {
-            // Our own release, completion or failure honoured the stop too;
-            // or it landed (response lost) before someone else claimed.
-            Err(Error::StopRequested { .. } | Error::Core(oxiflow_core::Error::Fenced { landed: true, .. })) if finishing => {
-                claimed.unresolved = None;
-                Ok(())
-            }
-            other => other,
-        }
-    }
-
-    fn released(&self, claimed: &Claimed) -> Error {
-        let lease = claimed.lease();
-        oxiflow_core::Error::Fenced {
-            key: claimed.key.clone(),
-            worker_id: lease.worker_id.clone(),
-            epoch: lease.epoch,
-            holder: None,
-            landed: false,
-        }
-        .into()
-    }
-
-    /// Takes in a holder write's outcome; a stop request ends the holding.
-    async fn settle(&self, claimed: &mut Claimed, outcome: Result<Committed<PartitionDoc>>) -> Result<()> {
-        let c = outcome?;
-        self.keep_history(&c).await?;
-        claimed.unresolved = None;
-        claimed.doc = c.doc;
-        claimed.version = c.version;
-        let lease = claimed.lease().clone();
-        let Some(stop) = lease.stop_requested.clone() else { return Ok(()) };
-        if lease.released_at.is_none() {
-            // Our write landed before the stop request: release now.
-            let release = Write::release(Holder::of(&lease), rand::random(), Progress::default());
-            let c = self.run(Update::from_cached(&claimed.key, release, self.config, claimed.doc.clone(), claimed.version.clone())).await?;
-            self.keep_history(&c).await?;
-            claimed.doc = c.doc;
-            claimed.version = c.version;
-        }
-        Err(Error::StopRequested { key: claimed.key.clone(), requested_by: stop.requested_by.to_string() })
+        outcome
     }
 
     /// Copies a freshly written document into the history, dropping the
     /// oldest copies beyond `history_keep_last`.
-    async fn keep_history(&self, c: &Committed<PartitionDoc>) -> Result<()> {
-        if self.history_keep_last == 0 || !c.wrote {
+    async fn keep_history(&self, doc: &PartitionDoc) -> Result<()> {
+        if self.history_keep_last == 0 {
             return Ok(());
         }
-        let (pipeline, partition) = (&c.doc.pipeline_id, c.doc.partition_id());
-        let key = keys::history_doc(pipeline, &partition, c.doc.version);
-        match self.store.put_if_absent(&key, codec::encode(&key, &c.doc, &self.config.limits)?).await {
+        let (pipeline, partition) = (&doc.pipeline_id, doc.partition_id());
+        let key = keys::history_doc(pipeline, &partition, doc.version);
+        match self.store.put_if_absent(&key, codec::encode(&key, doc, &self.config.limits)?).await {
             Ok(_) | Err(Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(e),
         }
         let copies = self.store.list(&keys::history_prefix(pipeline, &partition)).await?;
         for old in copies.iter().take(copies.len().saturating_sub(self.history_keep_last)) {
-            self.store.delete(old).await?;
+            self.store.delete(&old.key).await?;
         }
         Ok(())
     }
@@ -365,8 +321,8 @@ impl StateManager {
     /// A partition's kept history, oldest first.
     pub async fn history(&self, pipeline: &PipelineId, partition: &PartitionId) -> Result<Vec<PartitionDoc>> {
         let mut docs = Vec::new();
-        for key in self.store.list(&keys::history_prefix(pipeline, partition)).await? {
-            if let Some((doc, _)) = self.read::<PartitionDoc>(&key).await? {
+        for item in self.store.list(&keys::history_prefix(pipeline, partition)).await? {
+            if let Some((doc, _)) = self.read::<PartitionDoc>(&item.key).await? {
                 docs.push(doc);
             }
         }
@@ -387,31 +343,32 @@ impl StateManager {
         let keys = self.store.list(keys::PIPELINES_PREFIX).await?;
         Ok(keys
             .iter()
-            .filter_map(|k| match keys::parse(k) {
+            .filter_map(|k| match keys::parse(&k.key) {
                 Ok(keys::DocKey::Pipeline(p)) => Some(p),
                 _ => None,
             })
             .collect())
     }
 
-    /// The pipeline document and all its partition documents.
+    /// The pipeline document and all its partition documents: one LIST and
+    /// a GET per document. Long-running readers keep a [`Snapshot`] and
+    /// [`StateManager::refresh`] it instead.
     pub async fn load(&self, pipeline: &PipelineId) -> Result<(PipelineDoc, Vec<PartitionDoc>)> {
-        let key = keys::pipeline_doc(pipeline);
-        let (doc, _) = self.read::<PipelineDoc>(&key).await?.ok_or(oxiflow_core::Error::NotFound { key })?;
-        let part_keys = self.store.list(&keys::partitions_prefix(pipeline)).await?;
-        let partitions: Vec<PartitionDoc> = futures::stream::iter(part_keys)
-            .map(|k| async move { self.read::<PartitionDoc>(&k).await })
-            .buffered(READ_CONCURRENCY)
-            .try_filter_map(|d| async move { Ok(d.map(|(doc, _)| doc)) })
-            .try_collect()
-            .await?;
-        Ok((doc, partitions))
+        let mut snapshot = Snapshot::new(pipeline.clone());
+        self.refresh(&mut snapshot).await?;
+        let doc = snapshot.pipeline().expect("a refreshed snapshot has its pipeline").clone();
+        Ok((doc, snapshot.partitions()))
     }
 
     /// The aggregated view of a pipeline now.
     pub async fn view(&self, pipeline: &PipelineId) -> Result<PipelineState> {
         let (doc, partitions) = self.load(pipeline).await?;
-        Ok(aggregate(&doc, &partitions, self.now(), &self.config.lease, self.config.limits.errors_keep_last)?)
+        self.aggregate(&doc, &partitions)
+    }
+
+    /// The aggregated view of documents already read, at this manager's clock.
+    pub fn aggregate(&self, pipeline: &PipelineDoc, partitions: &[PartitionDoc]) -> Result<PipelineState> {
+        Ok(aggregate(pipeline, partitions, self.now(), &self.config)?)
     }
 
     /// Asks `worker` to release everything it holds and stop. Returns the
@@ -419,7 +376,7 @@ impl StateManager {
     pub async fn request_stop(&self, worker: &WorkerId, requested_by: &WorkerId) -> Result<Vec<String>> {
         let mut asked = Vec::new();
         for pipeline in self.list_pipelines().await? {
-            for key in self.store.list(&keys::partitions_prefix(&pipeline)).await? {
+            for key in self.store.list(&keys::partitions_prefix(&pipeline)).await?.into_iter().map(|l| l.key) {
                 let Some((doc, version)) = self.read::<PartitionDoc>(&key).await? else { continue };
                 let held = doc.lease.as_ref().is_some_and(|l| &l.worker_id == worker && l.released_at.is_none());
                 if !held {
@@ -441,7 +398,7 @@ impl StateManager {
         let now = self.now();
         let mut released = Vec::new();
         for pipeline in self.list_pipelines().await? {
-            for key in self.store.list(&keys::partitions_prefix(&pipeline)).await? {
+            for key in self.store.list(&keys::partitions_prefix(&pipeline)).await?.into_iter().map(|l| l.key) {
                 let Some((doc, version)) = self.read::<PartitionDoc>(&key).await? else { continue };
                 if !matches!(LeaseStatus::of(doc.lease.as_ref(), now, &self.config.lease), LeaseStatus::Expired { .. }) {
                     continue;
@@ -458,7 +415,7 @@ impl StateManager {
     /// (statuses and counters; bookmarks kept). Refused while any partition
     /// is held.
     pub async fn new_run(&self, pipeline: &PipelineId, run_id: &RunId) -> Result<()> {
-        for key in self.store.list(&keys::partitions_prefix(pipeline)).await? {
+        for key in self.store.list(&keys::partitions_prefix(pipeline)).await?.into_iter().map(|l| l.key) {
             self.run(Update::new(&key, Operator::NewRun { run_id: run_id.clone() }, self.config)).await?;
         }
         self.run(Update::new(keys::pipeline_doc(pipeline), oxiflow_core::NewPipelineRun { run_id: run_id.clone() }, self.config)).await?;
@@ -470,7 +427,7 @@ impl StateManager {
     /// Returns the keys that changed.
     pub async fn reset(&self, pipeline: &PipelineId, step: Option<&StepId>) -> Result<Vec<String>> {
         let mut changed = Vec::new();
-        for key in self.store.list(&keys::partitions_prefix(pipeline)).await? {
+        for key in self.store.list(&keys::partitions_prefix(pipeline)).await?.into_iter().map(|l| l.key) {
             let in_step = match (step, keys::parse(&key)) {
                 (None, _) => true,
                 (Some(s), Ok(keys::DocKey::Partition(_, part))) => &part.step_id == s,
@@ -596,5 +553,48 @@ impl StateManager {
             etags: v1.e_tag.is_some(),
             generations: v1.version.is_some(),
         })
+    }
+}
+
+/// `extract:4 -> transform:4 (after extract, aligned)`-style text for messages.
+fn describe_plan(steps: &[StepPlan]) -> String {
+    steps
+        .iter()
+        .map(|s| {
+            let mut text = s.step_id.to_string();
+            if let Some(n) = s.shards {
+                text += &format!(":{n}");
+            }
+            if !s.after.is_empty() {
+                let deps: Vec<String> = s
+                    .after
+                    .iter()
+                    .map(|d| match d.kind {
+                        oxiflow_core::DependencyKind::Barrier => d.step_id.to_string(),
+                        oxiflow_core::DependencyKind::Aligned => format!("{} aligned", d.step_id),
+                    })
+                    .collect();
+                text += &format!(" after {}", deps.join(", "));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why a partition may not be claimed, in one sentence with what to do.
+pub fn readiness_reason(readiness: &Readiness) -> String {
+    let names = |on: &[String], count: usize| {
+        let more = count.saturating_sub(on.len());
+        if more > 0 { format!("{} and {more} more", on.join(", ")) } else { on.join(", ") }
+    };
+    match readiness {
+        Readiness::Waiting { on, count } => format!("it waits on {}; claim it once they completed, or pass --force", names(on, *count)),
+        Readiness::Blocked { by, count } => {
+            format!("upstream {} failed for good; reset the failed partitions, or pass --force", names(by, *count))
+        }
+        Readiness::OtherRun => "it still carries an older run's state; finish starting the new run first".into(),
+        Readiness::Missing => "the plan expects it but it has no document; create the pipeline again".into(),
+        other => format!("{other:?}"),
     }
 }

@@ -16,7 +16,7 @@ use oxiflow_core::{Object, Version};
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::store::ConditionalStore;
+use crate::store::{ConditionalStore, Listed};
 
 /// Options for S3-compatible servers and tests; everything else comes from
 /// the standard environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
@@ -264,7 +264,7 @@ impl ConditionalStore for ObjectStoreBackend {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         // object_store lists whole path segments: list the prefix's directory,
         // then filter by the full prefix.
         let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
@@ -273,12 +273,15 @@ impl ConditionalStore for ObjectStoreBackend {
         let root_path = if root.is_empty() { None } else { Some(Path::from(root.as_str())) };
         let metas: Vec<_> = self.inner.list(root_path.as_ref()).try_collect().await.map_err(|e| classify(self.describe.clone(), &e))?;
         let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
-        let mut keys: Vec<String> = metas
+        let mut keys: Vec<Listed> = metas
             .into_iter()
-            .filter_map(|m| m.location.as_ref().strip_prefix(strip.as_str()).map(str::to_string))
-            .filter(|k| k.starts_with(prefix))
+            .filter_map(|m| {
+                let key = m.location.as_ref().strip_prefix(strip.as_str())?.to_string();
+                let version = (m.e_tag.is_some() || m.version.is_some()).then(|| to_version(m.e_tag, m.version));
+                key.starts_with(prefix).then_some(Listed { key, version })
+            })
             .collect();
-        keys.sort();
+        keys.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(keys)
     }
 }

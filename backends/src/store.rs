@@ -4,8 +4,20 @@ use std::fmt;
 
 use async_trait::async_trait;
 use oxiflow_core::{Object, Version};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+
+/// A key found by [`ConditionalStore::list`], with the version of its
+/// object when the listing carries it (S3, GCS and Azure listings do; the
+/// local directory hashes each file). Readers that keep documents compare it
+/// with the version they hold and GET only what changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+}
 
 /// A key-value store with compare-and-swap writes. Everything else —
 /// checkpoints, leases, takeovers — is core logic on top of these calls.
@@ -31,6 +43,7 @@ pub trait ConditionalStore: Send + Sync + fmt::Debug {
     /// Deletes `key`; deleting an absent key is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
-    /// Keys under `prefix`, relative to the store root, sorted.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Keys under `prefix`, relative to the store root, sorted, each with
+    /// its version where the listing gives it.
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
 }

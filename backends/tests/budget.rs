@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oxiflow_backends::{CountingStore, RequestCounts, StateManager, StepPlan};
-use oxiflow_core::{Config, LeaseConfig, PartitionId, Progress};
+use oxiflow_core::{Config, LeaseConfig, PartitionId, Progress, Timestamp};
 
 fn ids() -> (oxiflow_core::PipelineId, oxiflow_core::StepId, oxiflow_core::WorkerId) {
     ("orders".parse().unwrap(), "extract".parse().unwrap(), "w1".parse().unwrap())
@@ -19,7 +19,7 @@ async fn claim_checkpoint_release_cost_2_1_1_requests() {
     let counting = Arc::new(CountingStore::new(support::memory()));
     let m = StateManager::new(counting.clone(), Config::default());
     let (p, s, w) = ids();
-    m.create_pipeline(&p, &"r1".parse().unwrap(), &[StepPlan { step_id: s.clone(), shards: None }]).await.unwrap();
+    m.create_pipeline(&p, &"r1".parse().unwrap(), &[StepPlan::new(s.clone(), None)]).await.unwrap();
     let part = PartitionId::step(s);
 
     let before = counting.counts();
@@ -40,15 +40,17 @@ async fn claim_checkpoint_release_cost_2_1_1_requests() {
     println!("requests: claim {}, checkpoint {}, release 1", claim.total(), checkpoints.total() / 10);
 }
 
-/// Virtual time (tokio's paused clock): the heartbeat task wakes on
-/// schedule, with no real waiting.
+/// Virtual time (tokio's paused clock, given to the manager as its clock):
+/// the heartbeat task wakes on schedule, with no real waiting.
 #[tokio::test(start_paused = true)]
 async fn heartbeat_writes_only_when_checkpoints_stop() {
     let counting = Arc::new(CountingStore::new(support::memory()));
     let lease = LeaseConfig { ttl: Duration::from_secs(30), heartbeat_interval: Duration::from_secs(10), ..LeaseConfig::default() };
-    let m = StateManager::new(counting.clone(), Config { lease, ..Config::default() });
+    let start = tokio::time::Instant::now();
+    let clock: oxiflow_backends::Clock = Arc::new(move || Timestamp::from_millis(1_764_000_000_000 + start.elapsed().as_millis() as i64));
+    let m = StateManager::new(counting.clone(), Config { lease, ..Config::default() }).with_clock(clock);
     let (p, s, w) = ids();
-    m.create_pipeline(&p, &"r1".parse().unwrap(), &[StepPlan { step_id: s.clone(), shards: None }]).await.unwrap();
+    m.create_pipeline(&p, &"r1".parse().unwrap(), &[StepPlan::new(s.clone(), None)]).await.unwrap();
     let held = m.keep(m.claim(&p, &PartitionId::step(s), &w).await.unwrap());
 
     // A checkpoint every 3 s (under ttl/3) for a minute: no heartbeat.

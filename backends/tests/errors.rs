@@ -34,7 +34,7 @@ impl ConditionalStore for IgnoresConditions {
     async fn delete(&self, key: &str) -> oxiflow_backends::Result<()> {
         self.0.delete(key).await
     }
-    async fn list(&self, prefix: &str) -> oxiflow_backends::Result<Vec<String>> {
+    async fn list(&self, prefix: &str) -> oxiflow_backends::Result<Vec<oxiflow_backends::Listed>> {
         self.0.list(prefix).await
     }
 }
@@ -120,7 +120,7 @@ async fn corrupt_and_oversized_documents_are_typed_and_left_untouched() {
     let store = support::memory();
     let m = StateManager::new(store.clone(), Config::default());
     let p = "orders".parse().unwrap();
-    m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan { step_id: "s".parse().unwrap(), shards: None }]).await.unwrap();
+    m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan::new("s".parse().unwrap(), None)]).await.unwrap();
     let key = "pipelines/orders/partitions/s.json";
     let original = store.get(key, 1 << 20).await.unwrap().unwrap();
     let mut damaged = original.body.clone();
@@ -172,7 +172,7 @@ async fn a_missing_container_says_so() {
 async fn exports_of_an_older_format_import_and_newer_ones_are_refused() {
     let m = StateManager::new(support::memory(), Config::default());
     let p = "orders".parse().unwrap();
-    m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan { step_id: "s".parse().unwrap(), shards: None }]).await.unwrap();
+    m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan::new("s".parse().unwrap(), None)]).await.unwrap();
     let mut export = m.export(&p).await.unwrap();
 
     let target = StateManager::new(support::memory(), Config::default());

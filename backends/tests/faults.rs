@@ -32,7 +32,7 @@ async fn exact_under_faults(store: Arc<dyn ConditionalStore>, rounds: u64, seed:
     let m = StateManager::new(faulty.clone(), Config { retry, ..Config::default() });
     let p: oxiflow_core::PipelineId = "faults".parse().unwrap();
     let part = PartitionId::step("count".parse().unwrap());
-    while let Err(e) = m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan { step_id: part.step_id.clone(), shards: None }]).await {
+    while let Err(e) = m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan::new(part.step_id.clone(), None)]).await {
         assert!(is_transient(&e), "{e}");
     }
     let tasks: Vec<_> = (0..WORKERS)

@@ -68,7 +68,7 @@ async fn churn_process() {
         let trust_end = |c: &oxiflow_backends::Claimed| c.lease().expires_at.minus(config().lease.safety_margin).as_millis();
         let claimed_until = trust_end(&c);
         match m.checkpoint(&mut c, Progress { add_records: 1, ..Progress::default() }).await {
-            Ok(()) => {}
+            Ok(_) => {}
             // Descheduled past its 300 ms lease (a loaded machine) and taken
             // over: the store refused the write, as fencing must.
             Err(Error::Core(oxiflow_core::Error::Fenced { landed: false, .. })) => {
@@ -99,7 +99,7 @@ async fn churn(url: String, label: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let m = StateManager::new(open(&url), config());
     let p = "churn".parse().unwrap();
-    m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan { step_id: "hot".parse().unwrap(), shards: None }]).await.unwrap();
+    m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan::new("hot".parse().unwrap(), None)]).await.unwrap();
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..PROCESSES)
         .map(|i| {

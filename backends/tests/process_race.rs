@@ -63,7 +63,7 @@ async fn race_worker() {
 async fn race(url: String, label: &str) {
     let m = StateManager::new(open(&url), Config::default());
     let p = "race".parse().unwrap();
-    m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan { step_id: "count".parse().unwrap(), shards: None }]).await.unwrap();
+    m.create_pipeline(&p, &"r".parse().unwrap(), &[StepPlan::new("count".parse().unwrap(), None)]).await.unwrap();
     let exe = std::env::current_exe().unwrap();
     let children: Vec<_> = (0..PROCESSES)
         .map(|i| {

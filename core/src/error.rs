@@ -46,6 +46,12 @@ pub enum Error {
     #[error("invalid input: {reason}")]
     InvalidInput { reason: String },
 
+    /// The partition's upstream is not done (or failed for good): the
+    /// pipeline's order forbids claiming it now. The reason names what it
+    /// waits on.
+    #[error("{key} is not ready: {reason}")]
+    NotReady { key: String, reason: String },
+
     /// No document at this key.
     #[error("not found: {key}")]
     NotFound { key: String },
@@ -89,6 +95,8 @@ pub enum ErrorKind {
     LeaseHeld,
     Invalid,
     NotFound,
+    /// The pipeline's order does not allow it yet: wait, or force it.
+    NotReady,
     Corrupt,
     Unavailable,
     Bug,
@@ -106,6 +114,7 @@ impl Error {
             | Error::InvalidInput { .. }
             | Error::TooLarge { .. } => ErrorKind::Invalid,
             Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::NotReady { .. } => ErrorKind::NotReady,
             Error::Corrupt { .. } | Error::UnsupportedFormat { .. } => ErrorKind::Corrupt,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Protocol { .. } => ErrorKind::Bug,

@@ -26,6 +26,11 @@ pub fn partition_doc(pipeline: &PipelineId, partition: &PartitionId) -> String {
     alloc::format!("{PIPELINES_PREFIX}{pipeline}/{PARTITIONS_DIR}{partition}{SUFFIX}")
 }
 
+/// List this to find every document of a pipeline (its history included).
+pub fn pipeline_prefix(pipeline: &PipelineId) -> String {
+    alloc::format!("{PIPELINES_PREFIX}{pipeline}/")
+}
+
 /// List this to find a pipeline's partitions.
 pub fn partitions_prefix(pipeline: &PipelineId) -> String {
     alloc::format!("{PIPELINES_PREFIX}{pipeline}/{PARTITIONS_DIR}")

@@ -39,7 +39,6 @@ use crate::time::Timestamp;
 
 /// How a holder's write ended, when it did not fail.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use = "a stop request in the outcome means: stop working on this partition"]
 pub struct Written {
     /// The write is stored. False only when nothing was left to write (the
     /// lease was already released by an earlier write of ours).
