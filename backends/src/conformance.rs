@@ -65,7 +65,8 @@ pub async fn primitives(store: Arc<dyn ConditionalStore>) {
     for k in ["a/x/1", "a/x/2", "a/y/1", "ab/1"] {
         s.put_if_absent(&format!("{p}{k}"), k.as_bytes().to_vec()).await.unwrap();
     }
-    let strip = |keys: Vec<crate::Listed>| keys.into_iter().map(|k| k.key.strip_prefix(&p).unwrap_or(&k.key).to_string()).collect::<Vec<_>>();
+    let strip =
+        |keys: Vec<crate::Listed>| keys.into_iter().map(|k| k.key.strip_prefix(&p).unwrap_or(&k.key).to_string()).collect::<Vec<_>>();
     assert_eq!(strip(s.list(&format!("{p}a/x/")).await.unwrap()), ["a/x/1", "a/x/2"], "{name}: list a/x/");
     assert_eq!(strip(s.list(&format!("{p}a/")).await.unwrap()), ["a/x/1", "a/x/2", "a/y/1"], "{name}: list a/");
     assert_eq!(strip(s.list(&format!("{p}a")).await.unwrap()), ["a/x/1", "a/x/2", "a/y/1", "ab/1"], "{name}: list a");

@@ -586,7 +586,11 @@ fn describe_plan(steps: &[StepPlan]) -> String {
 pub fn readiness_reason(readiness: &Readiness) -> String {
     let names = |on: &[String], count: usize| {
         let more = count.saturating_sub(on.len());
-        if more > 0 { format!("{} and {more} more", on.join(", ")) } else { on.join(", ") }
+        if more > 0 {
+            format!("{} and {more} more", on.join(", "))
+        } else {
+            on.join(", ")
+        }
     };
     match readiness {
         Readiness::Waiting { on, count } => format!("it waits on {}; claim it once they completed, or pass --force", names(on, *count)),

@@ -83,9 +83,8 @@ impl StateManager {
         };
         if !unchanged(snapshot.pipeline.as_ref().map(|(_, v)| v), &pipeline_item.version) {
             refreshed.fetched += 1;
-            snapshot.pipeline = Some(
-                self.read::<PipelineDoc>(&pipeline_key).await?.ok_or(oxiflow_core::Error::NotFound { key: pipeline_key })?,
-            );
+            snapshot.pipeline =
+                Some(self.read::<PipelineDoc>(&pipeline_key).await?.ok_or(oxiflow_core::Error::NotFound { key: pipeline_key })?);
         } else {
             refreshed.kept += 1;
         }

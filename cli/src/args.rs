@@ -7,8 +7,10 @@ use clap::{Args, Parser, Subcommand};
 /// Pipeline state for Oxide Flow: checkpoints and leases in object storage.
 ///
 /// Exit codes: 0 ok, 1 failure, 2 invalid input or config, 3 not found,
-/// 4 conflict, 5 lease held by someone else, 6 fenced (you lost the lease),
-/// 7 corrupt state, 8 store unavailable.
+/// 4 conflict, 5 lease held by someone else, 6 fenced (you lost the lease;
+/// nothing was written), 7 corrupt state, 8 store unavailable, 9 not ready
+/// (upstream steps unfinished; nothing ready yet), 10 nothing left to claim,
+/// 11 saved, then stopped (a stop was requested; the lease is released).
 #[derive(Debug, Parser)]
 #[command(name = "oxiflow", version, propagate_version = true)]
 pub struct Cli {
@@ -37,7 +39,8 @@ pub enum Command {
     /// Inspect and manage pipeline state.
     #[command(subcommand)]
     State(StateCommand),
-    /// Claim a step (or `step@shard`) for a worker: prints its checkpoint.
+    /// Claim a step (or `step@shard`), or with --next whatever is ready,
+    /// for a worker: prints its checkpoint.
     Claim(ClaimArgs),
     /// Record progress for a step the worker holds (one read + one CAS).
     Checkpoint(CheckpointArgs),
@@ -80,12 +83,24 @@ pub struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
-    /// Create a pipeline and its steps (idempotent).
+    /// Create a pipeline and its steps (idempotent for the same plan).
+    ///
+    /// Each step waits for all of the step before it, unless --after says
+    /// otherwise: `--after transform=extract:aligned` (shard i waits for
+    /// extract@i), `--after load=transform,index` (fan-in), `--after
+    /// index=extract` (fan-out), `--after side=` (waits for nothing).
     Create {
         pipeline: String,
         /// Steps in order; `name:N` splits a step into N shards.
-        #[arg(long = "step", required = true, value_name = "STEP[:SHARDS]")]
+        #[arg(long = "step", value_name = "STEP[:SHARDS]", required_unless_present = "from", conflicts_with = "from")]
         steps: Vec<String>,
+        /// What a step waits for: `STEP=DEP[,DEP…]`, a DEP being `step` or
+        /// `step:aligned`. Repeatable, once per step.
+        #[arg(long = "after", value_name = "STEP=DEPS", conflicts_with = "from")]
+        after: Vec<String>,
+        /// Read steps, shards and dependencies from a pipeline.yaml.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
         #[arg(long, default_value = "run-1")]
         run_id: String,
     },
@@ -153,8 +168,20 @@ pub struct HolderArgs {
 
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
-    #[command(flatten)]
-    pub holder: HolderArgs,
+    pub pipeline: String,
+    /// `step` or `step@shard`; omit it with --next.
+    #[arg(required_unless_present = "next", conflicts_with = "next")]
+    pub step: Option<String>,
+    #[arg(long, env = "OXIFLOW_WORKER_ID")]
+    pub worker: String,
+    /// Claim whatever the scheduler says is ready (exit 9 when nothing is
+    /// ready yet, 10 when nothing is left).
+    #[arg(long)]
+    pub next: bool,
+    /// Claim STEP even though its upstream steps are unfinished (an operator
+    /// re-running a step on purpose).
+    #[arg(long, conflicts_with = "next")]
+    pub force: bool,
     /// Lease time to live (default from config, 30s).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub ttl: Option<std::time::Duration>,

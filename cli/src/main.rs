@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod exit;
 mod output;
+mod plan;
 mod progress;
 
 use std::process::ExitCode;
@@ -53,7 +54,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Demo(a) => demo::run(&mut ctx, a).await,
         Command::State(s) => match s {
-            StateCommand::Create { pipeline, steps, run_id } => state::create(&ctx, pipeline, steps, run_id).await,
+            StateCommand::Create { pipeline, steps, after, from, run_id } => {
+                let plan = match from {
+                    Some(file) => plan::from_file(file, pipeline)?,
+                    None => plan::from_flags(steps, after)?,
+                };
+                state::create(&ctx, pipeline, &plan, run_id).await
+            }
             StateCommand::List { active } => state::list(&ctx, *active).await,
             StateCommand::Show { pipeline } => state::show(&ctx, pipeline).await,
             StateCommand::History { pipeline, step } => state::history(&ctx, pipeline, step.as_deref()).await,

@@ -44,6 +44,28 @@ pub fn status(kind: StatusKind) -> String {
     s.apply_to(kind.to_string()).to_string()
 }
 
+/// Why a partition may or may not be claimed, for people.
+pub fn readiness(r: &oxiflow_core::Readiness, now: oxiflow_core::Timestamp) -> String {
+    use oxiflow_core::Readiness as R;
+    let names = |on: &[String], count: usize| match count.saturating_sub(on.len()) {
+        0 => on.join(", "),
+        more => format!("{} +{more}", on.join(", ")),
+    };
+    match r {
+        R::Ready { takeover: false } => style("ready").green().to_string(),
+        R::Ready { takeover: true } => style("ready (expired lease)").green().to_string(),
+        R::Completed => "completed".into(),
+        R::OtherRun => "older run".into(),
+        R::Paused => warn("paused"),
+        R::Failed { error, attempts } => style(format!("failed after {attempts} attempt(s): {error}")).red().to_string(),
+        R::Held { worker_id, until } => format!("held by {worker_id} until {}", relative(*until, now)),
+        R::Blocked { by, count } => style(format!("blocked by {}", names(by, *count))).red().to_string(),
+        R::Waiting { on, count } => format!("waits on {}", names(on, *count)),
+        R::Backoff { until, attempts } => warn(&format!("retry {} (attempt {})", relative(*until, now), attempts + 1)),
+        R::Missing => warn("missing"),
+    }
+}
+
 pub fn warn(text: &str) -> String {
     style(text).yellow().to_string()
 }

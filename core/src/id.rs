@@ -170,12 +170,26 @@ id_type!(
     IdKind::Run
 );
 
-/// One partition document: a step, or one shard of a step.
+/// One partition document: a step, or one shard of a step. In JSON it is
+/// its key form, `step` or `step@shard`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct PartitionId {
     pub step_id: StepId,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<u32>,
+}
+
+impl From<PartitionId> for String {
+    fn from(id: PartitionId) -> String {
+        id.to_string()
+    }
+}
+
+impl TryFrom<String> for PartitionId {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        PartitionId::parse(&s)
+    }
 }
 
 impl PartitionId {

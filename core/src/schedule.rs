@@ -72,21 +72,38 @@ impl SchedulePolicy {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Readiness {
     /// Claimable now (`takeover`: by taking over an expired lease).
-    Ready { takeover: bool },
+    Ready {
+        takeover: bool,
+    },
     Completed,
     /// Carries an older run's state: a new run has not reached it yet.
     OtherRun,
     Paused,
     /// Failed for good: an operator must reset it.
-    Failed { error: String, attempts: u32 },
+    Failed {
+        error: String,
+        attempts: u32,
+    },
     /// Held by a live lease.
-    Held { worker_id: WorkerId, until: Timestamp },
+    Held {
+        worker_id: WorkerId,
+        until: Timestamp,
+    },
     /// Upstream of it failed for good: it cannot run in this run.
-    Blocked { by: Vec<String>, count: usize },
+    Blocked {
+        by: Vec<String>,
+        count: usize,
+    },
     /// Upstream partitions are not completed yet.
-    Waiting { on: Vec<String>, count: usize },
+    Waiting {
+        on: Vec<String>,
+        count: usize,
+    },
     /// Failed, retryable; claimable again at `until`.
-    Backoff { until: Timestamp, attempts: u32 },
+    Backoff {
+        until: Timestamp,
+        attempts: u32,
+    },
     /// The plan expects it, the store has no document for it.
     Missing,
 }
@@ -193,8 +210,7 @@ pub fn schedule(
     }
     // Planned steps in dependency order, then steps found but not planned.
     let order = topological_order(&pipeline.steps).unwrap_or_else(|_| (0..pipeline.steps.len()).collect());
-    let unplanned: Vec<StepPlan> =
-        docs.keys().filter(|s| pipeline.step(s).is_none()).map(|s| StepPlan::new((*s).clone(), None)).collect();
+    let unplanned: Vec<StepPlan> = docs.keys().filter(|s| pipeline.step(s).is_none()).map(|s| StepPlan::new((*s).clone(), None)).collect();
     let plans: Vec<&StepPlan> = order.iter().map(|&i| &pipeline.steps[i]).chain(unplanned.iter()).collect();
 
     let mut judged: BTreeMap<&StepId, Judged> = BTreeMap::new();
@@ -256,9 +272,7 @@ pub fn schedule(
     let current_step = match status {
         StatusKind::Completed => plans.last().map(|p| p.step_id.clone()),
         _ => topo_first(&|s| frontier.contains(s)).or_else(|| {
-            let stuck = |s: &StepId| {
-                steps.iter().any(|st| &st.step_id == s && st.partitions.iter().any(|p| !p.readiness.is_done()))
-            };
+            let stuck = |s: &StepId| steps.iter().any(|st| &st.step_id == s && st.partitions.iter().any(|p| !p.readiness.is_done()));
             topo_first(&stuck)
         }),
     };

@@ -113,7 +113,14 @@ impl<D: Work> Session<D> {
     /// Resumes the session of `worker` from a fresh read, for short-lived
     /// processes (one CLI call per checkpoint). Refused with
     /// [`Error::Fenced`] unless `worker` holds the lease unreleased.
-    pub fn resume(key: impl Into<String>, doc: D, version: Version, worker: &WorkerId, config: Config, now: Timestamp) -> Result<Self, Error> {
+    pub fn resume(
+        key: impl Into<String>,
+        doc: D,
+        version: Version,
+        worker: &WorkerId,
+        config: Config,
+        now: Timestamp,
+    ) -> Result<Self, Error> {
         let key = key.into();
         match doc.lease() {
             Some(l) if &l.worker_id == worker && l.released_at.is_none() => {

@@ -79,8 +79,13 @@ fn pipeline_document_has_its_own_lease_and_progress() {
     let mut store = Store::default();
     let config = Config::default();
     let key = keys::pipeline_doc(&p);
-    let doc =
-        PipelineDoc::new(p.clone(), RunId::new("run-1").unwrap(), plan::chain([(extract.clone(), None), (load.clone(), None)]), Timestamp::from_millis(0)).unwrap();
+    let doc = PipelineDoc::new(
+        p.clone(),
+        RunId::new("run-1").unwrap(),
+        plan::chain([(extract.clone(), None), (load.clone(), None)]),
+        Timestamp::from_millis(0),
+    )
+    .unwrap();
     let created = store.run(Update::new(&key, Create(doc), config), 0).unwrap();
     assert_eq!((created.doc.version, created.doc.current_step.as_ref()), (1, Some(&extract)));
 
@@ -118,7 +123,13 @@ fn pipeline_document_has_its_own_lease_and_progress() {
 #[test]
 fn duplicate_steps_are_refused() {
     let (p, s, _, _) = ids();
-    let err = PipelineDoc::new(p, RunId::new("r").unwrap(), vec![StepPlan::new(s.clone(), None), StepPlan::new(s, None)], Timestamp::from_millis(0)).unwrap_err();
+    let err = PipelineDoc::new(
+        p,
+        RunId::new("r").unwrap(),
+        vec![StepPlan::new(s.clone(), None), StepPlan::new(s, None)],
+        Timestamp::from_millis(0),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("listed twice"), "{err}");
 }
 

@@ -409,13 +409,8 @@ proptest! {
 #[test]
 fn simulation_reaches_the_hard_paths() {
     leases_and_checkpoints_stay_safe();
-    let (t, c, l, r, f) = (
-        TAKEOVERS.load(Relaxed),
-        CHECKPOINTS.load(Relaxed),
-        LOST_RESPONSES.load(Relaxed),
-        REPLAYS.load(Relaxed),
-        FENCED.load(Relaxed),
-    );
+    let (t, c, l, r, f) =
+        (TAKEOVERS.load(Relaxed), CHECKPOINTS.load(Relaxed), LOST_RESPONSES.load(Relaxed), REPLAYS.load(Relaxed), FENCED.load(Relaxed));
     let a = ABANDONED.load(Relaxed);
     println!("simulation: {c} successful holder writes, {t} takeovers/re-claims, {l} lost responses, {r} unresolved writes replayed, {a} writes abandoned mid-flight, {f} fenced writers");
     assert!(

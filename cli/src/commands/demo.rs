@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar};
-use oxiflow_backends::{Error as StoreError, StateManager, StepPlan};
-use oxiflow_core::{LeaseStatus, PartitionDoc, PartitionId, PipelineId, Progress, StatusKind, StepId, WorkerId};
+use oxiflow_backends::{Next, Snapshot, StateManager};
+use oxiflow_core::{Dependency, PartitionDoc, PartitionId, PipelineId, Progress, StepId, StepPlan, WorkerId};
 
 use super::Ctx;
 use crate::args::DemoArgs;
@@ -45,21 +45,6 @@ fn resume_point(doc: &PartitionDoc, start: u64) -> u64 {
     doc.last_processed_id.as_deref().and_then(|b| b.strip_prefix("order-")).and_then(|n| n.parse::<u64>().ok()).map_or(start, |n| n + 1)
 }
 
-/// May `part` start? Each step waits for the step before it: a transform
-/// shard for its extract shard, load for every transform shard.
-fn ready(part: &PartitionId, docs: &[PartitionDoc]) -> bool {
-    let done = |step: &str, shard: Option<u32>| {
-        docs.iter()
-            .filter(|d| d.step_id.as_str() == step && (shard.is_none() || d.shard == shard))
-            .all(|d| d.status.kind() == StatusKind::Completed)
-    };
-    match part.step_id.as_str() {
-        "transform" => done("extract", part.shard),
-        "load" => done("transform", None),
-        _ => true,
-    }
-}
-
 struct Shared {
     m: StateManager,
     p: PipelineId,
@@ -75,31 +60,23 @@ impl Shared {
     }
 }
 
-/// One worker: claim what is ready, process it batch by batch from its
-/// bookmark, complete it. The first worker to get halfway through a
-/// transform shard crashes there (once per demo).
+/// One worker: claim what the scheduler says is ready (a transform shard
+/// once its extract shard completed, load once every transform shard did),
+/// process it batch by batch from its bookmark, complete it. The first
+/// worker to get halfway through a transform shard crashes there (once per
+/// demo).
 async fn worker(s: Arc<Shared>, me: WorkerId) -> anyhow::Result<()> {
+    let mut snapshot = Snapshot::new(s.p.clone());
     loop {
-        let (_, docs) = s.m.load(&s.p).await?;
-        if docs.iter().all(|d| d.status.kind() == StatusKind::Completed) {
-            return Ok(());
-        }
-        let now = s.m.now();
-        let candidate = docs.iter().find(|d| {
-            d.status.kind() != StatusKind::Completed
-                && LeaseStatus::of(d.lease.as_ref(), now, &s.m.config().lease).is_claimable()
-                && ready(&d.partition_id(), &docs)
-        });
-        let Some(doc) = candidate else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        let claimed = match s.m.claim_next(&mut snapshot, &me).await? {
+            Next::Claimed(c) => *c,
+            Next::Finished(_) => return Ok(()),
+            Next::Wait(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
-        let part = doc.partition_id();
-        let claimed = match s.m.claim(&s.p, &part, &me).await {
-            Ok(c) => c,
-            Err(StoreError::Core(oxiflow_core::Error::LeaseHeld { .. } | oxiflow_core::Error::Conflict { .. })) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let part = claimed.doc().partition_id();
         let epoch = claimed.lease().epoch;
         if epoch > 1 && claimed.doc().attempts > 1 && claimed.doc().records_processed > 0 {
             s.say(format!(
@@ -158,10 +135,11 @@ pub async fn run(ctx: &mut Ctx, args: &DemoArgs) -> anyhow::Result<()> {
         return Err(oxiflow_core::Error::InvalidInput { reason: "--shards, --workers and --records must be positive".into() }.into());
     }
     let p: PipelineId = format!("demo-{}", m.now().as_millis() / 1000).parse()?;
+    let (extract, transform) = (StepId::new("extract")?, StepId::new("transform")?);
     let plan = [
-        StepPlan { step_id: StepId::new("extract")?, shards: Some(args.shards) },
-        StepPlan { step_id: StepId::new("transform")?, shards: Some(args.shards) },
-        StepPlan { step_id: StepId::new("load")?, shards: None },
+        StepPlan::new(extract.clone(), Some(args.shards)),
+        StepPlan::new(transform.clone(), Some(args.shards)).after(Dependency::aligned(extract)),
+        StepPlan::new(StepId::new("load")?, None).after(Dependency::barrier(transform)),
     ];
     m.create_pipeline(&p, &"run-1".parse()?, &plan).await?;
     let log = MultiProgress::new();

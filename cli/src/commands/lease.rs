@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use oxiflow_backends::StateManager;
-use oxiflow_core::{keys, LeaseStatus, PartitionDoc, PipelineId, Progress};
+use oxiflow_backends::{Next, Snapshot, StateManager};
+use oxiflow_core::{keys, LeaseStatus, PartitionDoc, PipelineId, Progress, Schedule, Written};
 use serde::Serialize;
 
 use super::{partition_id, pipeline_id, worker_id, Ctx, PartitionReport};
 use crate::args::{CheckpointArgs, ClaimArgs, HolderArgs};
+use crate::exit::{self, Status};
 use crate::output::{self, Table};
 
 /// Prints a partition after a lease command, with the manager that ran it.
@@ -27,10 +28,52 @@ pub async fn claim(ctx: &mut Ctx, args: &ClaimArgs) -> anyhow::Result<()> {
         ctx.settings.core.lease.ttl = ttl;
         ctx.settings.core.lease.validate()?;
     }
-    let h = &args.holder;
     let m = ctx.manager()?;
-    let claimed = m.claim(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
+    let (p, me) = (pipeline_id(&args.pipeline)?, worker_id(&args.worker)?);
+    let claimed = match (&args.step, args.next, args.force) {
+        (Some(step), _, true) => m.claim(&p, &partition_id(step)?, &me).await?,
+        (Some(step), _, false) => m.claim_in_order(&p, &partition_id(step)?, &me).await?,
+        (None, _, _) => match m.claim_next(&mut Snapshot::new(p.clone()), &me).await? {
+            Next::Claimed(c) => *c,
+            Next::Wait(schedule) => return nothing_claimed(ctx, &m, &schedule, exit::NOT_READY, format!("nothing in {p} is ready yet")),
+            Next::Finished(schedule) => {
+                let state = schedule.status;
+                return nothing_claimed(ctx, &m, &schedule, exit::FINISHED, format!("nothing left to claim in {p} ({state})"));
+            }
+        },
+    };
     report(ctx, &m, claimed.doc())
+}
+
+/// `claim --next` found nothing: the schedule (why each partition waits) on
+/// stdout with `--json`, and its own exit code.
+fn nothing_claimed(ctx: &Ctx, m: &StateManager, schedule: &Schedule, code: u8, note: String) -> anyhow::Result<()> {
+    if ctx.json {
+        output::json(schedule)?;
+    } else {
+        for step in &schedule.steps {
+            for p in step.partitions.iter().filter(|p| !p.readiness.is_ready()) {
+                println!("{}  {}", p.partition, output::readiness(&p.readiness, m.now()));
+            }
+        }
+    }
+    Err(Status { code, note }.into())
+}
+
+/// A write that saved its progress and found a stop request: exit 11.
+fn stopped(written: &Written, key: &str) -> anyhow::Result<()> {
+    match &written.stop {
+        Some(stop) => Err(Status {
+            code: exit::STOPPED,
+            note: format!(
+                "{key}: {}stop requested by {}: the lease is released; stop working on this step",
+                if written.landed { "saved; " } else { "" },
+                stop.requested_by
+            ),
+        }
+        .into()),
+        None => Ok(()),
+    }
 }
 
 fn progress(args: &CheckpointArgs) -> anyhow::Result<Progress> {
@@ -56,22 +99,25 @@ pub async fn checkpoint(ctx: &Ctx, args: &CheckpointArgs) -> anyhow::Result<()> 
     let m = ctx.manager()?;
     let progress = progress(args)?;
     let mut held = m.adopt(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
-    let doc = if args.complete {
+    let written = if args.complete {
         m.complete(&mut held, progress).await?
     } else if let Some(message) = &args.fail {
         m.fail(&mut held, progress, message.clone(), args.retryable).await?
     } else {
-        m.checkpoint(&mut held, progress).await?;
-        held.doc().clone()
+        m.checkpoint(&mut held, progress).await?
     };
-    report(ctx, &m, &doc)
+    report(ctx, &m, held.doc())?;
+    if args.complete || args.fail.is_some() {
+        return Ok(()); // the step ended as asked; a stop request changes nothing
+    }
+    stopped(&written, held.key())
 }
 
 pub async fn release(ctx: &Ctx, h: &HolderArgs) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let mut held = m.adopt(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
-    let doc = m.release(&mut held, Progress::default()).await?;
-    report(ctx, &m, &doc)
+    m.release(&mut held, Progress::default()).await?;
+    report(ctx, &m, held.doc())
 }
 
 /// Every partition of `pipelines` with a live (unreleased) lease.

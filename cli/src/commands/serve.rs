@@ -14,8 +14,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use oxiflow_backends::{Error as StoreError, StateManager, GENERATION_HEADER};
-use oxiflow_core::{Progress, Version};
+use std::collections::HashMap;
+
+use oxiflow_backends::{Error as StoreError, Next as Claimable, Snapshot, StateManager, GENERATION_HEADER};
+use oxiflow_core::{PipelineId, Progress, Version, Written};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -25,6 +27,22 @@ use crate::args::ServeArgs;
 struct App {
     manager: StateManager,
     token: Vec<u8>,
+    /// The documents last read per pipeline: a view or a claim-next of an
+    /// unchanged pipeline costs one LIST.
+    snapshots: tokio::sync::Mutex<HashMap<PipelineId, Snapshot>>,
+}
+
+impl App {
+    /// Refreshes the pipeline's snapshot and runs `f` on it.
+    async fn with_snapshot<T>(&self, p: &PipelineId, f: impl AsyncFnOnce(&mut Snapshot) -> Result<T, ApiError>) -> Result<T, ApiError> {
+        let mut snapshots = self.snapshots.lock().await;
+        let snapshot = snapshots.entry(p.clone()).or_insert_with(|| Snapshot::new(p.clone()));
+        let result = f(snapshot).await;
+        if result.is_err() {
+            snapshots.remove(p); // a pipeline that vanished or broke is read afresh next time
+        }
+        result
+    }
 }
 
 /// An error as JSON with the status that means the same as the CLI's exit code.
@@ -46,6 +64,7 @@ impl IntoResponse for ApiError {
                 crate::exit::NOT_FOUND => StatusCode::NOT_FOUND,
                 crate::exit::CONFLICT | crate::exit::FENCED => StatusCode::CONFLICT,
                 crate::exit::LEASE_HELD => StatusCode::LOCKED,
+                crate::exit::NOT_READY => StatusCode::TOO_EARLY,
                 crate::exit::CORRUPT => StatusCode::UNPROCESSABLE_ENTITY,
                 crate::exit::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,7 +147,34 @@ async fn list_pipelines(State(app): State<Arc<App>>) -> Result<Response, ApiErro
 }
 
 async fn view(State(app): State<Arc<App>>, Path(p): Path<String>) -> Result<Response, ApiError> {
-    Ok(Json(app.manager.view(&pipeline_id(&p)?).await?).into_response())
+    let m = &app.manager;
+    let view = app
+        .with_snapshot(&pipeline_id(&p)?, async |s| {
+            m.refresh(s).await?;
+            Ok(m.aggregate(s.pipeline().expect("refreshed"), &s.partitions())?)
+        })
+        .await?;
+    Ok(Json(view).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextBody {
+    worker_id: String,
+}
+
+/// Claims what the scheduler says is ready: `{"claimed": <partition>}`, or
+/// `{"claimed": null, "finished": false|true, "schedule": …}` saying why
+/// each partition waits (still 200: nothing ready is an answer, not an error).
+async fn claim_next(State(app): State<Arc<App>>, Path(p): Path<String>, Json(b): Json<NextBody>) -> Result<Response, ApiError> {
+    let (m, me) = (&app.manager, worker_id(&b.worker_id)?);
+    let next = app.with_snapshot(&pipeline_id(&p)?, async |s| Ok(m.claim_next(s, &me).await?)).await?;
+    let body = match next {
+        Claimable::Claimed(c) => serde_json::json!({ "claimed": PartitionReport::of(c.doc(), m.now(), &m.config().lease) }),
+        Claimable::Wait(s) => serde_json::json!({ "claimed": null, "finished": false, "schedule": s }),
+        Claimable::Finished(s) => serde_json::json!({ "claimed": null, "finished": true, "schedule": s }),
+    };
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize)]
@@ -140,10 +186,19 @@ struct HolderBody {
     /// For checkpoint: "complete", or {"fail": {"error": "…", "retryable": true}}.
     #[serde(default)]
     finish: Option<oxiflow_core::Finish>,
+    /// For claim: claim even though upstream steps are unfinished.
+    #[serde(default)]
+    force: bool,
 }
 
-fn report(app: &App, doc: &oxiflow_core::PartitionDoc) -> Response {
-    Json(PartitionReport::of(doc, app.manager.now(), &app.manager.config().lease)).into_response()
+/// The partition after a call; `"stopped": {"requested_by"}` when the write
+/// was saved and a stop request released the lease (stop working on it).
+fn report(app: &App, doc: &oxiflow_core::PartitionDoc, written: Option<&Written>) -> Response {
+    let mut body = serde_json::to_value(PartitionReport::of(doc, app.manager.now(), &app.manager.config().lease)).unwrap_or_default();
+    if let (Some(stop), Some(map)) = (written.and_then(|w| w.stop.as_ref()), body.as_object_mut()) {
+        map.insert("stopped".into(), serde_json::json!({ "requested_by": stop.requested_by }));
+    }
+    Json(body).into_response()
 }
 
 async fn claim(
@@ -151,8 +206,9 @@ async fn claim(
     Path((p, part)): Path<(String, String)>,
     Json(b): Json<HolderBody>,
 ) -> Result<Response, ApiError> {
-    let c = app.manager.claim(&pipeline_id(&p)?, &partition_id(&part)?, &worker_id(&b.worker_id)?).await?;
-    Ok(report(&app, c.doc()))
+    let (p, part, me) = (pipeline_id(&p)?, partition_id(&part)?, worker_id(&b.worker_id)?);
+    let c = if b.force { app.manager.claim(&p, &part, &me).await? } else { app.manager.claim_in_order(&p, &part, &me).await? };
+    Ok(report(&app, c.doc(), None))
 }
 
 /// Adopts the lease the worker holds and writes once: a checkpoint, or
@@ -160,16 +216,13 @@ async fn claim(
 async fn holder_write(app: &App, p: &str, part: &str, b: HolderBody) -> Result<Response, ApiError> {
     let m = &app.manager;
     let mut held = m.adopt(&pipeline_id(p)?, &partition_id(part)?, &worker_id(&b.worker_id)?).await?;
-    let doc = match b.finish {
-        None => {
-            m.checkpoint(&mut held, b.progress).await?;
-            held.doc().clone()
-        }
+    let written = match b.finish {
+        None => m.checkpoint(&mut held, b.progress).await?,
         Some(oxiflow_core::Finish::Complete) => m.complete(&mut held, b.progress).await?,
         Some(oxiflow_core::Finish::Fail { error, retryable }) => m.fail(&mut held, b.progress, error, retryable).await?,
         Some(oxiflow_core::Finish::Release) => m.release(&mut held, b.progress).await?,
     };
-    Ok(report(app, &doc))
+    Ok(report(app, held.doc(), Some(&written)))
 }
 
 async fn checkpoint(
@@ -208,12 +261,13 @@ fn load_token(args: &ServeArgs) -> anyhow::Result<Vec<u8>> {
 const MAX_BODY: usize = 8 << 20;
 
 pub fn router(manager: StateManager, token: Vec<u8>) -> Router {
-    let app = Arc::new(App { manager, token });
+    let app = Arc::new(App { manager, token, snapshots: Default::default() });
     let api = Router::new()
         .route("/v1/objects/{*key}", get(get_object).put(put_object).delete(delete_object))
         .route("/v1/keys", get(list_keys))
         .route("/v1/pipelines", get(list_pipelines))
         .route("/v1/pipelines/{pipeline}", get(view))
+        .route("/v1/pipelines/{pipeline}/claim-next", post(claim_next))
         .route("/v1/pipelines/{pipeline}/partitions/{partition}/claim", post(claim))
         .route("/v1/pipelines/{pipeline}/partitions/{partition}/checkpoint", post(checkpoint))
         .route("/v1/pipelines/{pipeline}/partitions/{partition}/release", post(release))

@@ -11,27 +11,15 @@ use super::{partition_id, pipeline_id, Ctx};
 use crate::config;
 use crate::output::{self, Table};
 
-/// `name` or `name:N` → a step plan.
-fn step_plan(s: &str) -> anyhow::Result<StepPlan> {
-    let (name, shards) = match s.split_once(':') {
-        Some((n, k)) => {
-            let k: u32 =
-                k.parse().ok().filter(|k| *k > 0).ok_or_else(|| oxiflow_core::Error::InvalidInput {
-                    reason: format!("--step {s:?}: shards must be a positive number"),
-                })?;
-            (n, Some(k))
-        }
-        None => (s, None),
-    };
-    Ok(StepPlan { step_id: name.parse()?, shards })
-}
-
-pub async fn create(ctx: &Ctx, pipeline: &str, steps: &[String], run_id: &str) -> anyhow::Result<()> {
+/// Creates the pipeline; quiet on success (`--json`: the view).
+pub async fn create(ctx: &Ctx, pipeline: &str, plan: &[StepPlan], run_id: &str) -> anyhow::Result<()> {
     let m = ctx.manager()?;
-    let plans = steps.iter().map(|s| step_plan(s)).collect::<anyhow::Result<Vec<_>>>()?;
     let p = pipeline_id(pipeline)?;
-    m.create_pipeline(&p, &run_id.parse::<RunId>()?, &plans).await?;
-    show(ctx, pipeline).await
+    m.create_pipeline(&p, &run_id.parse::<RunId>()?, plan).await?;
+    if ctx.json {
+        return output::json(&m.view(&p).await?);
+    }
+    Ok(())
 }
 
 /// One line of `state list` (`--json` schema).
@@ -121,9 +109,25 @@ pub fn print_view(view: &PipelineState, now: Timestamp) {
         view.bytes_processed,
         view.total_errors
     );
-    let mut t = Table::new(&["STEP", "STATUS", "RECORDS", "FAILED", "BOOKMARK", "WORKER", "LEASE", "HEARTBEAT", "TRIES"]);
+    let plan: Vec<String> = view
+        .steps
+        .iter()
+        .map(|s| {
+            let after = if s.after.is_empty() { String::new() } else { format!(" after {}", s.after.join(", ")) };
+            format!("{} {}/{}{after}", s.step_id, s.completed, s.total)
+        })
+        .collect();
+    println!("steps: {}", plan.join("; "));
+    if !view.frontier.is_empty() {
+        println!("now: {}", view.frontier.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+    }
+    let mut t = Table::new(&["STEP", "STATUS", "NEXT", "RECORDS", "FAILED", "BOOKMARK", "WORKER", "LEASE", "HEARTBEAT", "TRIES"]);
     for step in &view.steps {
         for p in &step.partitions {
+            let next = match &p.readiness {
+                oxiflow_core::Readiness::Completed | oxiflow_core::Readiness::Held { .. } => "-".into(),
+                r => output::readiness(r, now),
+            };
             let kind = if p.current_run { p.status.kind() } else { StatusKind::Pending };
             let lease = match &p.lease {
                 Some(l) if l.status.is_claimable() && l.stale => {
@@ -142,6 +146,7 @@ pub fn print_view(view: &PipelineState, now: Timestamp) {
             t.row(vec![
                 p.partition.clone(),
                 output::status(kind),
+                next,
                 p.records_processed.to_string(),
                 p.records_failed.to_string(),
                 p.last_processed_id.clone().unwrap_or_else(|| "-".into()),

@@ -1,5 +1,6 @@
-//! `oxiflow worker start`: a real worker loop. It claims free or expired
-//! partitions of a pipeline, runs `--exec CMD` per batch with the checkpoint
+//! `oxiflow worker start`: a real worker loop. It claims what the core's
+//! scheduler says is ready (upstream steps completed, free or expired
+//! lease, retry backoff over), runs `--exec CMD` per batch with the checkpoint
 //! in its environment, checkpoints the JSON progress lines CMD prints, keeps
 //! the lease alive in between, honours `worker stop`, and on SIGINT/SIGTERM
 //! stops the batch, releases its lease and exits 0.
@@ -14,8 +15,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use oxiflow_backends::{Error as StoreError, Held, StateManager};
-use oxiflow_core::{LeaseStatus, PartitionDoc, PipelineId, Progress, StatusKind, StepStatus, WorkerId};
+use oxiflow_backends::{Error as StoreError, Held, Next, Snapshot};
+use oxiflow_core::{PipelineId, Progress, WorkerId};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
@@ -62,16 +63,6 @@ fn signals() -> watch::Receiver<bool> {
     rx
 }
 
-/// A partition this worker may claim now.
-fn claimable(doc: &PartitionDoc, m: &StateManager) -> bool {
-    let open = match &doc.status {
-        StepStatus::Pending | StepStatus::Running { .. } => true,
-        StepStatus::Failed { retryable, .. } => *retryable,
-        StepStatus::Completed { .. } | StepStatus::Paused => false,
-    };
-    open && LeaseStatus::of(doc.lease.as_ref(), m.now(), &m.config().lease).is_claimable()
-}
-
 pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
@@ -81,37 +72,31 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
     };
     let stop = signals();
     eprintln!("{me}: working on {p} in {}", ctx.settings.url);
+    // The pipeline's documents as last read: each poll is one LIST plus a
+    // GET of what changed.
+    let mut snapshot = Snapshot::new(p.clone());
     loop {
         if *stop.borrow() {
             return Ok(());
         }
-        let (_, parts) = m.load(&p).await?;
-        if parts
-            .iter()
-            .all(|d| matches!(d.status.kind(), StatusKind::Completed) || matches!(d.status, StepStatus::Failed { retryable: false, .. }))
-        {
-            eprintln!("{me}: nothing left to do in {p}");
-            return Ok(());
-        }
-        let Some(doc) = parts.iter().find(|d| claimable(d, &m)) else {
-            // Everything open is held by others: wait for a release or an expiry.
-            let mut stop = stop.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = stop.changed() => {}
+        let claimed = match m.claim_next(&mut snapshot, &me).await? {
+            Next::Claimed(c) => *c,
+            Next::Finished(schedule) => {
+                eprintln!("{me}: nothing left to do in {p} ({})", schedule.status);
+                return Ok(());
             }
-            continue;
+            Next::Wait(_) => {
+                // Upstream unfinished, leases held, or retries backing off:
+                // wait for a change.
+                let mut stop = stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
         };
-        let claimed = match m.claim(&p, &doc.partition_id(), &me).await {
-            Ok(c) => c,
-            Err(StoreError::Core(
-                oxiflow_core::Error::LeaseHeld { .. }
-                | oxiflow_core::Error::Conflict { .. }
-                | oxiflow_core::Error::InvalidTransition { .. },
-            )) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        eprintln!("{me}: claimed {p}/{} (epoch {})", doc.partition_id(), claimed.lease().epoch);
+        eprintln!("{me}: claimed {p}/{} (epoch {})", claimed.doc().partition_id(), claimed.lease().epoch);
         match work(&p, &me, m.keep(claimed), exec, stop.clone()).await? {
             Ended::Completed | Ended::Failed | Ended::Lost => {}
             Ended::Stop => return Ok(()),
@@ -179,11 +164,11 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
                 ..Progress::default()
             };
             match held.checkpoint(progress).await {
-                Ok(()) => {}
-                Err(StoreError::StopRequested { requested_by, .. }) => {
-                    eprintln!("{me}: stop requested by {requested_by}; released {p}/{part}");
+                Ok(oxiflow_core::Written { stop: Some(stop), .. }) => {
+                    eprintln!("{me}: stop requested by {}; released {p}/{part}", stop.requested_by);
                     return Ok(Ended::Stop);
                 }
+                Ok(_) => {}
                 Err(StoreError::Core(e @ oxiflow_core::Error::Fenced { .. })) => {
                     eprintln!("{me}: {e}");
                     return Ok(Ended::Lost);
