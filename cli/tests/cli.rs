@@ -18,6 +18,9 @@ const LEASE_HELD: i32 = 5;
 const FENCED: i32 = 6;
 const CORRUPT: i32 = 7;
 const UNAVAILABLE: i32 = 8;
+const NOT_READY: i32 = 9;
+const FINISHED: i32 = 10;
+const STOPPED: i32 = 11;
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     ox(dir).args(args).output().unwrap()
@@ -95,15 +98,109 @@ fn claim_checkpoint_release_with_exit_codes() {
     let released = json(d, &["release", "orders", "extract", "--worker", "w1"]);
     assert_eq!((released["status"].as_str(), released["worker_id"].as_str()), (Some("pending"), None), "{released:#}");
     assert!(fails(d, &["checkpoint", "orders", "extract", "--worker", "w1"], FENCED).contains("no longer holds"));
-    json(d, &["claim", "orders", "load@1", "--worker", "w1"]);
+    // load waits for all of extract: refused by name, unless forced.
+    let refused = fails(d, &["claim", "orders", "load@1", "--worker", "w1"], NOT_READY);
+    assert!(refused.contains("waits on extract") && refused.contains("--force"), "{refused}");
+    json(d, &["claim", "orders", "load@1", "--worker", "w1", "--force"]);
     let done = json(d, &["checkpoint", "orders", "load@1", "--worker", "w1", "--add-records", "5", "--complete"]);
     assert!(done["status"]["completed"].is_object(), "{done:#}");
     assert!(fails(d, &["claim", "orders", "load@1", "--worker", "w1"], INVALID).contains("start a new run"));
-    json(d, &["claim", "orders", "load@0", "--worker", "w1"]);
+    json(d, &["claim", "orders", "load@0", "--worker", "w1", "--force"]);
     let failed = json(d, &["checkpoint", "orders", "load@0", "--worker", "w1", "--fail", "upstream 503", "--retryable"]);
     assert_eq!(failed["status"]["failed"]["retryable"], true, "{failed:#}");
     fails(d, &["claim", "orders", "nope", "--worker", "w1"], NOT_FOUND);
     fails(d, &["claim", "nope", "extract", "--worker", "w1"], NOT_FOUND);
+}
+
+#[test]
+fn claim_next_follows_the_plan_and_says_why_nothing_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    json(d, &["state", "create", "p", "--step", "a:2", "--step", "b:2", "--step", "c", "--after", "b=a:aligned"]);
+    let first = json(d, &["claim", "p", "--next", "--worker", "w1"]);
+    let second = json(d, &["claim", "p", "--next", "--worker", "w2"]);
+    let mut got = [first["partition"].as_str().unwrap().to_string(), second["partition"].as_str().unwrap().to_string()];
+    got.sort();
+    assert_eq!(got, ["a@0", "a@1"], "only the roots are ready");
+    // Nothing ready: exit 9 with the schedule saying why.
+    let o = run(d, &["claim", "p", "--next", "--worker", "w3", "--json"]);
+    assert_eq!(o.status.code(), Some(NOT_READY), "{}", text(&o));
+    let schedule: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let b0 = &schedule["steps"][1]["partitions"][0];
+    assert_eq!((b0["partition"].as_str(), b0["readiness"]["state"].as_str()), (Some("b@0"), Some("waiting")), "{schedule:#}");
+    assert_eq!(b0["readiness"]["on"], serde_json::json!(["a@0"]), "aligned: b@0 waits for a@0 only");
+    assert_eq!(schedule["steps"][2]["partitions"][0]["readiness"]["on"], serde_json::json!(["b@0", "b@1"]), "c waits for all of b");
+    // a@0 done → b@0 ready, b@1 still waits for a@1.
+    let a0 = first["partition"].as_str().unwrap();
+    let holder0 = if a0 == "a@0" { "w1" } else { "w2" };
+    json(d, &["checkpoint", "p", "a@0", "--worker", holder0, "--add-records", "3", "--complete"]);
+    assert!(fails(d, &["claim", "p", "b@1", "--worker", "w3"], NOT_READY).contains("waits on a@1"));
+    assert_eq!(json(d, &["claim", "p", "--next", "--worker", "w3"])["partition"], "b@0");
+    let show = json(d, &["state", "show", "p"]);
+    assert_eq!((show["current_step"].as_str(), show["frontier"].clone()), (Some("a"), serde_json::json!(["a", "b"])), "{show:#}");
+    // Finish everything: then exit 10, nothing left.
+    let holder1 = if holder0 == "w1" { "w2" } else { "w1" };
+    json(d, &["checkpoint", "p", "a@1", "--worker", holder1, "--complete"]);
+    json(d, &["checkpoint", "p", "b@0", "--worker", "w3", "--complete"]);
+    json(d, &["claim", "p", "b@1", "--worker", "w3"]);
+    json(d, &["checkpoint", "p", "b@1", "--worker", "w3", "--complete"]);
+    json(d, &["claim", "p", "--next", "--worker", "w3"]);
+    json(d, &["checkpoint", "p", "c", "--worker", "w3", "--add-records", "2", "--complete"]);
+    let o = run(d, &["claim", "p", "--next", "--worker", "w3"]);
+    assert_eq!(o.status.code(), Some(FINISHED), "{}", text(&o));
+    let show = json(d, &["state", "show", "p"]);
+    assert_eq!(
+        (show["status"].as_str(), show["current_step"].as_str(), show["records_processed"].as_u64()),
+        (Some("completed"), Some("c"), Some(5))
+    );
+}
+
+#[test]
+fn bad_plans_are_refused_by_name_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--step", "a", "--step", "b", "--after", "a=b"], "cycle: a -> b -> a"),
+        (&["--step", "a", "--after", "nope=a"], "not one of the --step steps"),
+        (&["--step", "a", "--step", "b", "--after", "b=nope"], "nope, which is not a step"),
+        (&["--step", "a", "--after", "a=a"], "a depends on itself"),
+        (&["--step", "a:4", "--step", "b:3", "--after", "b=a:aligned"], "b (3 shards) cannot be aligned with a (4 shards)"),
+        (&["--step", "a", "--step", "a:2"], "a is listed twice"),
+    ];
+    for (flags, says) in cases {
+        let mut args = vec!["state", "create", "p"];
+        args.extend_from_slice(flags);
+        let err = fails(d, &args, INVALID);
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
+    assert!(!d.join(".oxiflow/state/pipelines/p").exists(), "nothing was written");
+    std::fs::write(d.join("pipeline.yaml"), "steps:\n  - name: a\n  - name: b\n    after: [a\n").unwrap();
+    let err = fails(d, &["state", "create", "p", "--from", "pipeline.yaml"], INVALID);
+    assert!(err.contains("pipeline.yaml:"), "a YAML syntax error names the file and line: {err}");
+    std::fs::write(d.join("pipeline.yaml"), "steps:\n  - name: a\n    shards: 2\n  - name: b\n    shards: 2\n    after: [a:aligned]\n")
+        .unwrap();
+    let view = json(d, &["state", "create", "p", "--from", "pipeline.yaml"]);
+    assert_eq!(view["steps"][1]["after"], serde_json::json!(["a (aligned)"]), "{view:#}");
+    json(d, &["state", "create", "p", "--from", "pipeline.yaml"]);
+    let err = fails(d, &["state", "create", "p", "--step", "a:2", "--step", "b:2"], INVALID);
+    assert!(err.contains("exists with another plan") && err.contains("b:2 after a aligned"), "{err}");
+}
+
+#[test]
+fn a_stop_request_with_a_saved_checkpoint_exits_11_and_keeps_the_progress() {
+    let dir = setup();
+    let d = dir.path();
+    json(d, &["claim", "orders", "extract", "--worker", "w1"]);
+    json(d, &["checkpoint", "orders", "extract", "--worker", "w1", "--add-records", "5"]);
+    json(d, &["worker", "stop", "--worker-id", "w1"]);
+    let o = run(d, &["checkpoint", "orders", "extract", "--worker", "w1", "--add-records", "7", "--json"]);
+    assert_eq!(o.status.code(), Some(STOPPED), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("saved; stop requested"), "{}", text(&o));
+    let show = json(d, &["state", "show", "orders"]);
+    assert_eq!(show["steps"][0]["partitions"][0]["records_processed"], 12, "both checkpoints landed, and exit 11 said so");
+    // Nothing more is written, and exit 6 says that.
+    fails(d, &["checkpoint", "orders", "extract", "--worker", "w1", "--add-records", "1"], FENCED);
+    assert_eq!(json(d, &["state", "show", "orders"])["steps"][0]["partitions"][0]["records_processed"], 12);
 }
 
 #[test]
