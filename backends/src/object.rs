@@ -208,6 +208,16 @@ fn first_line(s: &str) -> String {
     line.chars().take(400).collect()
 }
 
+/// An ETag as a GET returns it: Azure lists ETags without the quotes its
+/// GET responses carry (found by the conformance suite on azurite).
+fn quoted(e_tag: String) -> String {
+    if e_tag.starts_with('"') || e_tag.starts_with("W/") {
+        e_tag
+    } else {
+        format!("\"{e_tag}\"")
+    }
+}
+
 fn to_version(e_tag: Option<String>, version: Option<String>) -> Version {
     Version { e_tag, version }
 }
@@ -277,7 +287,7 @@ impl ConditionalStore for ObjectStoreBackend {
             .into_iter()
             .filter_map(|m| {
                 let key = m.location.as_ref().strip_prefix(strip.as_str())?.to_string();
-                let version = (m.e_tag.is_some() || m.version.is_some()).then(|| to_version(m.e_tag, m.version));
+                let version = (m.e_tag.is_some() || m.version.is_some()).then(|| to_version(m.e_tag.map(quoted), m.version));
                 key.starts_with(prefix).then_some(Listed { key, version })
             })
             .collect();

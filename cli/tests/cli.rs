@@ -166,6 +166,8 @@ fn bad_plans_are_refused_by_name_and_write_nothing() {
         (&["--step", "a", "--after", "a=a"], "a depends on itself"),
         (&["--step", "a:4", "--step", "b:3", "--after", "b=a:aligned"], "b (3 shards) cannot be aligned with a (4 shards)"),
         (&["--step", "a", "--step", "a:2"], "a is listed twice"),
+        // A step of another pipeline cannot be named: ids have no '/'.
+        (&["--step", "a", "--step", "b", "--after", "b=other/a"], "must not contain '/'"),
     ];
     for (flags, says) in cases {
         let mut args = vec!["state", "create", "p"];
