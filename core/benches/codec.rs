@@ -24,7 +24,7 @@ fn round_trip(c: &mut Criterion) {
         b.iter(|| {
             let pipeline: PipelineDoc = codec::decode("k", black_box(&pipeline_bytes), &limits).unwrap();
             let docs: Vec<PartitionDoc> = partitions.iter().map(|bytes| codec::decode("k", black_box(bytes), &limits).unwrap()).collect();
-            black_box(aggregate(&pipeline, &docs, Timestamp::from_millis(1_764_000_010_000), &LeaseConfig::default(), 20).unwrap())
+            black_box(aggregate(&pipeline, &docs, Timestamp::from_millis(1_764_000_010_000), &Config::default()).unwrap())
         })
     });
     group.finish();

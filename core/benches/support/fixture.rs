@@ -10,7 +10,8 @@ pub fn fixture() -> (Vec<u8>, Vec<Vec<u8>>) {
     let limits = Limits::default();
     let p = PipelineId::new("bench").unwrap();
     let steps: Vec<StepId> = (0..50).map(|i| StepId::new(format!("step-{i:02}")).unwrap()).collect();
-    let mut pipeline = PipelineDoc::new(p.clone(), RunId::new("run-1").unwrap(), steps.clone(), t(1_764_000_000_000)).unwrap();
+    let plan = plan::chain(steps.iter().map(|s| (s.clone(), None)));
+    let mut pipeline = PipelineDoc::new(p.clone(), RunId::new("run-1").unwrap(), plan, t(1_764_000_000_000)).unwrap();
     pipeline.stamp(t(1_764_000_000_000));
     let key = keys::pipeline_doc(&p);
     let pipeline_bytes = codec::encode(&key, &pipeline, &limits).unwrap();
