@@ -45,6 +45,19 @@ struct StateSection {
     safety_margin: Option<String>,
     history: Option<KeepLast>,
     errors: Option<KeepLast>,
+    retries: Option<Retries>,
+}
+
+/// How failed partitions are retried (`state.retries`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Retries {
+    /// Wait after the first failure; doubles per attempt.
+    base: Option<String>,
+    /// Longest wait.
+    max: Option<String>,
+    /// Attempts after which a failure is permanent.
+    max_attempts: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,7 +197,10 @@ pub fn load(
     }
 
     let mut core = CoreConfig::default();
+    let retries = section.retries.unwrap_or_default();
     let durations = [
+        ("OXIFLOW_RETRY_BASE", "retries.base", retries.base, &mut core.schedule.retry_base),
+        ("OXIFLOW_RETRY_MAX", "retries.max", retries.max, &mut core.schedule.retry_max),
         ("OXIFLOW_LEASE_TTL", "lease_ttl", section.lease_ttl.clone(), &mut core.lease.ttl),
         ("OXIFLOW_HEARTBEAT_INTERVAL", "heartbeat_interval", section.heartbeat_interval.clone(), &mut core.lease.heartbeat_interval),
         ("OXIFLOW_SKEW_ALLOWANCE", "skew_allowance", section.skew_allowance.clone(), &mut core.lease.skew_allowance),
@@ -207,6 +223,12 @@ pub fn load(
     };
     if let Some(n) = number("OXIFLOW_ERRORS_KEEP_LAST", section.errors.map(|k| k.keep_last))? {
         core.limits.errors_keep_last = n;
+    }
+    if let Some(n) = number("OXIFLOW_MAX_ATTEMPTS", retries.max_attempts)? {
+        core.schedule.max_attempts = u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| ConfigError::Invalid {
+            file: name.clone(),
+            message: format!("retries.max_attempts is {n}; it must be between 1 and {}", u32::MAX),
+        })?;
     }
     let history_keep_last = number("OXIFLOW_HISTORY_KEEP_LAST", section.history.map(|k| k.keep_last))?.unwrap_or(0);
     let object = ObjectStoreOptions {

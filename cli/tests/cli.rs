@@ -379,6 +379,57 @@ fn worker_start_runs_batches_to_completion() {
     assert_eq!(view["steps"][1]["partitions"][1]["last_processed_id"], "load@1-3");
 }
 
+#[test]
+fn a_failing_batch_is_retried_with_backoff_not_in_a_hot_loop() {
+    let dir = setup();
+    let d = dir.path();
+    let tries = d.join("tries");
+    // Reports progress, then exits 3: every attempt fails, retryably.
+    let exec = script(d, "fails.sh", &format!("#!/bin/sh\necho x >> {}\necho '{{\"records\": 5}}'\nexit 3\n", tries.display()));
+    let mut child = ox(d)
+        .args(["worker", "start", "--pipeline", "orders", "--worker-id", "wk", "--exec", &exec])
+        .env("OXIFLOW_RETRY_BASE", "1s")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the 3rd attempt: after the 1 s and 2 s backoffs.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&tries).unwrap_or_default().lines().count() < 3 {
+        assert!(Instant::now() < deadline, "the retries never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let view = json(d, &["state", "show", "orders"]);
+    let extract = &view["steps"][0]["partitions"][0];
+    let attempts = extract["attempts"].as_u64().unwrap();
+    let tried = std::fs::read_to_string(&tries).unwrap().lines().count() as u64;
+    assert_eq!(tried, attempts, "one run of the script per claim");
+    assert!((3..=4).contains(&attempts), "backoff 1 s, 2 s, 4 s …: not a hot loop ({attempts} attempts)");
+    assert_eq!(extract["readiness"]["state"], "backoff", "{extract:#}");
+}
+
+#[test]
+fn a_script_can_fail_a_step_for_good_and_its_downstream_is_blocked() {
+    let dir = setup();
+    let d = dir.path();
+    let exec = script(
+        d,
+        "gives-up.sh",
+        "#!/bin/sh\necho '{\"records\": 2}'\necho '{\"fail\": \"input file is corrupt\", \"retryable\": false}'\nsleep 30\n",
+    );
+    let o = run(d, &["worker", "start", "--pipeline", "orders", "--worker-id", "wk", "--exec", &exec]);
+    assert!(o.status.success(), "the worker ends: nothing is left it may run: {}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing left to do in orders (failed)"), "{}", text(&o));
+    let view = json(d, &["state", "show", "orders"]);
+    assert_eq!(view["status"], "failed", "{view:#}");
+    let extract = &view["steps"][0]["partitions"][0];
+    assert_eq!((extract["records_processed"].as_u64(), extract["readiness"]["state"].as_str()), (Some(2), Some("failed")));
+    let load0 = &view["steps"][1]["partitions"][0];
+    assert_eq!((load0["readiness"]["state"].as_str(), load0["readiness"]["by"][0].as_str()), (Some("blocked"), Some("extract")));
+    fails(d, &["claim", "orders", "--next", "--worker", "w2"], FINISHED);
+}
+
 /// Starts a worker on SLOW and waits until it holds a lease.
 fn start_slow_worker(d: &Path) -> std::process::Child {
     let exec = script(d, "slow.sh", SLOW);

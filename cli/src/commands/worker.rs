@@ -10,7 +10,9 @@
 //! `{"records": 100, "bytes": 5120, "failed": 0, "last_id": "order-100", "batch": 3, "error": "…", "done": true}`
 //! (every field optional). Each line is checkpointed. Exit 0 with `done` (or
 //! with no output at all) completes the step; exit 0 otherwise runs another
-//! batch; a non-zero exit fails the step as retryable.
+//! batch; a non-zero exit fails the step as retryable (retried after the
+//! scheduler's backoff, failed for good after `max_attempts`); a line with
+//! `"fail": "why"` (and `"retryable": false` to make it final) fails it.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -37,6 +39,10 @@ struct ProgressLine {
     error: Option<String>,
     #[serde(default)]
     done: bool,
+    /// Fail the step with this message (after saving this line's progress).
+    fail: Option<String>,
+    /// With `fail`: whether a later attempt may retry it (default true).
+    retryable: Option<bool>,
 }
 
 /// How one partition's work ended.
@@ -79,7 +85,21 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
         if *stop.borrow() {
             return Ok(());
         }
-        let claimed = match m.claim_next(&mut snapshot, &me).await? {
+        let next = match m.claim_next(&mut snapshot, &me).await {
+            Ok(next) => next,
+            // The store is down or slow: wait and ask again; the worker lives on.
+            Err(e) if !ends_worker(&e) => {
+                eprintln!("{me}: {e}; trying again");
+                let mut stop = stop.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let claimed = match next {
             Next::Claimed(c) => *c,
             Next::Finished(schedule) => {
                 eprintln!("{me}: nothing left to do in {p} ({})", schedule.status);
@@ -96,12 +116,28 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
                 continue;
             }
         };
-        eprintln!("{me}: claimed {p}/{} (epoch {})", claimed.doc().partition_id(), claimed.lease().epoch);
-        match work(&p, &me, m.keep(claimed), exec, stop.clone()).await? {
-            Ended::Completed | Ended::Failed | Ended::Lost => {}
-            Ended::Stop => return Ok(()),
+        let part = claimed.doc().partition_id();
+        eprintln!("{me}: claimed {p}/{part} (epoch {})", claimed.lease().epoch);
+        match work(&p, &me, m.keep(claimed), exec, stop.clone()).await {
+            Ok(Ended::Completed | Ended::Failed | Ended::Lost) => {}
+            Ok(Ended::Stop) => return Ok(()),
+            // One partition's trouble (refused write, store hiccup, a batch
+            // command that cannot start) drops that partition; the worker
+            // goes on. Only a store it cannot use at all ends it.
+            Err(e) if !e.downcast_ref::<StoreError>().is_some_and(ends_worker) => {
+                eprintln!("{me}: {p}/{part}: {e:#}; dropping it and moving on");
+            }
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Errors no other partition would escape: the store refuses us altogether.
+fn ends_worker(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::AccessDenied { .. } | StoreError::MissingBucket { .. } | StoreError::InvalidUrl { .. } | StoreError::UnsafeStore { .. }
+    )
 }
 
 /// Runs batches on one held partition until it completes, fails, or we stop.
@@ -163,6 +199,15 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
                 errors: parsed.error.into_iter().collect(),
                 ..Progress::default()
             };
+            if let Some(message) = parsed.fail {
+                // The script gives up on the step: save this line's progress
+                // and fail it in one write.
+                child.kill().await?;
+                let retryable = parsed.retryable.unwrap_or(true);
+                eprintln!("{me}: {p}/{part} failed ({}): {message}", if retryable { "retryable" } else { "for good" });
+                held.fail(progress, message, retryable).await?;
+                return Ok(Ended::Failed);
+            }
             match held.checkpoint(progress).await {
                 Ok(oxiflow_core::Written { stop: Some(stop), .. }) => {
                     eprintln!("{me}: stop requested by {}; released {p}/{part}", stop.requested_by);
@@ -172,6 +217,19 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
                 Err(StoreError::Core(e @ oxiflow_core::Error::Fenced { .. })) => {
                     eprintln!("{me}: {e}");
                     return Ok(Ended::Lost);
+                }
+                // Unknown whether it landed: the session replays it before
+                // the next write; keep going.
+                Err(e @ StoreError::Unavailable { .. }) => eprintln!("{me}: {p}/{part}: {e}; the next write settles it"),
+                // The script reported something the step cannot take (a
+                // batch number going backwards, an oversized bookmark): fail
+                // the step for good, with the reason.
+                Err(StoreError::Core(e)) if e.kind() == oxiflow_core::ErrorKind::Invalid => {
+                    child.kill().await?;
+                    let message = format!("{exec:?} reported progress the step refused: {e}");
+                    eprintln!("{me}: {p}/{part} failed: {message}");
+                    held.fail(Progress::default(), message, false).await?;
+                    return Ok(Ended::Failed);
                 }
                 Err(e) => return Err(e.into()),
             }
