@@ -266,16 +266,51 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
     let export = m.export(&pipeline).await.unwrap();
     assert_eq!(export.partitions.len(), 4, "{name}: export holds every partition");
     let target = StateManager::new(other.clone(), config).with_clock(clock.clock());
-    target.import(&export, false).await.unwrap_or_else(|e| panic!("{name} → {}: import: {e}", other.describe()));
-    assert_eq!(target.view(&pipeline).await.unwrap(), m.view(&pipeline).await.unwrap(), "{name}: import reproduces the view");
-    assert!(matches!(target.import(&export, false).await, Err(crate::Error::AlreadyExists { .. })), "{name}: import must not clobber");
-    target.import(&export, true).await.unwrap_or_else(|e| panic!("{name}: import --replace: {e}"));
+    target.import(&export, false, false).await.unwrap_or_else(|e| panic!("{name} → {}: import: {e}", other.describe()));
+    // The same documents; each write here is a new version at this store's clock.
+    let unstamped = |mut e: crate::Export| {
+        e.pipeline.version = 0;
+        e.pipeline.updated_at = oxiflow_core::Timestamp::from_millis(0);
+        for p in &mut e.partitions {
+            p.version = 0;
+            p.updated_at = oxiflow_core::Timestamp::from_millis(0);
+        }
+        e
+    };
+    assert_eq!(unstamped(target.export(&pipeline).await.unwrap()), unstamped(export.clone()), "{name}: import reproduces the documents");
+    let refused = target.import(&export, false, false).await;
+    assert!(matches!(refused, Err(crate::Error::AlreadyExists { .. })), "{name}: import must not clobber");
+    let replaced = target.import(&export, true, false).await.unwrap_or_else(|e| panic!("{name}: import --replace: {e}"));
+    assert_eq!((replaced.replaced, replaced.discarded_records), (true, 0), "{name}: the same state again discards nothing");
     let json = serde_json::to_string(&export).unwrap();
     assert_eq!(serde_json::from_str::<crate::Export>(&json).unwrap(), export, "{name}: export JSON round-trips");
 
+    // restores never put epochs back: a holder of the replaced state is fenced
+    let load = PartitionId::step(id("load"));
+    let mut holder = target.claim(&pipeline, &load, &w2).await.unwrap();
+    target.checkpoint(&mut holder, Progress { add_records: 5, ..Progress::default() }).await.unwrap();
+    let before = target.view(&pipeline).await.unwrap();
+    let held = target.import(&export, true, false).await;
+    assert!(matches!(held, Err(crate::Error::Core(CoreError::LeaseHeld { .. }))), "{name}: a live lease refuses a restore: {held:?}");
+    assert_eq!(target.view(&pipeline).await.unwrap(), before, "{name}: a refused restore changes nothing");
+    let forced = target.import(&export, true, true).await.unwrap();
+    assert_eq!(forced.discarded_records, 5, "{name}: the restore reports the acknowledged progress it discards");
+    match target.checkpoint(&mut holder, Progress { add_records: 1_000, ..Progress::default() }).await {
+        Err(crate::Error::Core(CoreError::Fenced { landed: false, .. })) => {}
+        other => panic!("{name}: the holder of the replaced state must be fenced, got {other:?}"),
+    }
+    let restored = target.export(&pipeline).await.unwrap();
+    for (before, after) in export.partitions.iter().zip(&restored.partitions) {
+        let (b, a) = (before.lease.as_ref().map_or(0, |l| l.epoch), after.lease.as_ref().map_or(0, |l| l.epoch));
+        assert!(a > b || (a == 0 && b == 0), "{name}: {} epoch {b} → {a}: restores continue above the highest epoch", after.partition_id());
+        assert!(after.lease.as_ref().is_none_or(|l| l.released_at.is_some()), "{name}: a restored lease is released");
+    }
+    let load_after = restored.partitions.iter().find(|p| p.partition_id() == load).unwrap();
+    assert!(load_after.lease.as_ref().unwrap().epoch > holder.lease().epoch, "{name}: above the fenced holder's epoch too");
+
     // copy between two different stores
-    let copied = StateManager::new(store.clone(), config).copy_to(&target, std::slice::from_ref(&pipeline), true).await.unwrap();
-    assert_eq!(copied, std::slice::from_ref(&pipeline));
+    let copied = StateManager::new(store.clone(), config).copy_to(&target, std::slice::from_ref(&pipeline), true, false).await.unwrap();
+    assert_eq!(copied.len(), 1);
 
     // a new run resets statuses and counters, keeps bookmarks
     m.new_run(&pipeline, &id("run-2")).await.unwrap_or_else(|e| panic!("{name}: new run: {e}"));

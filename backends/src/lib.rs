@@ -28,7 +28,7 @@ pub use faults::{FaultCounts, Faults, FaultyStore};
 pub use http::{HttpStore, GENERATION_HEADER};
 pub use keeper::Held;
 pub use local::LocalDirStore;
-pub use manager::{readiness_reason, system_clock, Claimed, Clock, Export, Next, ProbeReport, StateManager};
+pub use manager::{readiness_reason, system_clock, Claimed, Clock, Export, Imported, Next, ProbeReport, StateManager};
 pub use object::{ObjectStoreBackend, ObjectStoreOptions};
 pub use oxiflow_core::StepPlan;
 pub use snapshot::{Refreshed, Snapshot};

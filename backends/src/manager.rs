@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
-use oxiflow_core::ops::Work;
 use oxiflow_core::{
     aggregate, codec, keys, schedule, Action, Claim, Config, Create, Document, Drive, Finish, LeaseStatus, Operator, PartitionDoc,
-    PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Readiness, Request, RequestStop, Response, RunId, Schedule, Session,
-    StepId, StepPlan, Timestamp, Update, WorkerId, Written,
+    PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Readiness, Request, RequestStop, Response, Restore, RunId, Schedule,
+    Session, StepId, StepPlan, Timestamp, Update, WorkerId, Written,
 };
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +75,18 @@ pub struct Export {
 }
 
 const EXPORT_KIND: &str = "oxiflow-state-export";
+
+/// What an import (or one pipeline of a copy) did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Imported {
+    /// Partition documents written.
+    pub partitions: usize,
+    /// The pipeline existed and was replaced.
+    pub replaced: bool,
+    /// Records the replaced partitions had counted beyond the export's:
+    /// acknowledged progress the replacement gave up.
+    pub discarded_records: u64,
+}
 
 /// What the probe found a store to support.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -476,10 +487,50 @@ impl StateManager {
         Ok(Export { kind: EXPORT_KIND.into(), format_version: oxiflow_core::FORMAT_VERSION, pipeline: doc, partitions })
     }
 
-    /// Writes an export's documents. Refuses (changing nothing) when the
-    /// pipeline exists, unless `replace`, which overwrites each document
-    /// with a compare-and-swap over its current version.
-    pub async fn import(&self, export: &Export, replace: bool) -> Result<()> {
+    /// Writes an export's documents (also: `state copy`). Refuses, changing
+    /// nothing, when the pipeline exists unless `replace`, and while any of
+    /// its partitions is held by a live lease unless `force`. Each document
+    /// is put in place by the core's [`Restore`]: its lease released at an
+    /// epoch above any it had, so no holder of the old state or of the
+    /// exported one can write again, and its version keeps growing. Reports
+    /// the acknowledged progress the replacement discards.
+    pub async fn import(&self, export: &Export, replace: bool, force: bool) -> Result<Imported> {
+        let export = self.check_export(export)?;
+        let pipeline = &export.pipeline.pipeline_id;
+        let pipeline_key = keys::pipeline_doc(pipeline);
+        let existing = match self.load(pipeline).await {
+            Ok((_, parts)) => Some(parts),
+            Err(Error::Core(oxiflow_core::Error::NotFound { .. })) => None,
+            Err(e) => return Err(e),
+        };
+        let mut discarded_records = 0;
+        if let Some(parts) = &existing {
+            if !replace {
+                return Err(Error::AlreadyExists { store: self.store.describe().into(), key: pipeline_key });
+            }
+            let now = self.now();
+            for current in parts {
+                let key = keys::partition_doc(pipeline, &current.partition_id());
+                if let (false, LeaseStatus::Held { expires_at }, Some(l)) =
+                    (force, LeaseStatus::of(current.lease.as_ref(), now, &self.config.lease), current.lease.as_ref())
+                {
+                    return Err(oxiflow_core::Error::LeaseHeld { key, holder: l.worker_id.clone(), epoch: l.epoch, expires_at }.into());
+                }
+                let kept = export.partitions.iter().find(|p| p.partition_id() == current.partition_id()).map_or(0, |p| p.records_processed);
+                discarded_records += current.records_processed.saturating_sub(kept);
+            }
+        }
+        for p in &export.partitions {
+            let key = keys::partition_doc(pipeline, &p.partition_id());
+            self.run(Update::new(&key, Restore { doc: p.clone(), force }, self.config)).await?;
+        }
+        self.run(Update::new(&pipeline_key, Restore { doc: export.pipeline.clone(), force }, self.config)).await?;
+        Ok(Imported { partitions: export.partitions.len(), replaced: existing.is_some(), discarded_records })
+    }
+
+    /// Checks an export's kind, format and ids; an older format that parsed
+    /// into the current types is brought to the current format.
+    fn check_export(&self, export: &Export) -> Result<Export> {
         if export.kind != EXPORT_KIND {
             return Err(oxiflow_core::Error::InvalidInput { reason: format!("not an oxiflow export (kind {:?})", export.kind) }.into());
         }
@@ -497,8 +548,6 @@ impl StateManager {
             }
             .into());
         }
-        // An older export that parsed into the current types (format 1 is a
-        // subset of 2) is stored in the current format.
         let mut export = export.clone();
         export.pipeline.format_version = oxiflow_core::FORMAT_VERSION;
         export.partitions.iter_mut().for_each(|p| p.format_version = oxiflow_core::FORMAT_VERSION);
@@ -510,43 +559,18 @@ impl StateManager {
                 .into());
             }
         }
-        let pipeline = &export.pipeline.pipeline_id;
-        let pipeline_key = keys::pipeline_doc(pipeline);
-        if !replace && self.store.get(&pipeline_key, self.config.limits.max_document_bytes).await?.is_some() {
-            return Err(Error::AlreadyExists { store: self.store.describe().into(), key: pipeline_key });
-        }
-        for p in &export.partitions {
-            self.put_document(&keys::partition_doc(pipeline, &p.partition_id()), p).await?;
-        }
-        self.put_document(&pipeline_key, &export.pipeline).await
+        Ok(export)
     }
 
-    /// Writes `doc` at `key`, creating it or replacing what is there by CAS.
-    /// The stored version number only grows.
-    async fn put_document<D: Work>(&self, key: &str, doc: &D) -> Result<()> {
-        let limits = &self.config.limits;
-        let body = codec::encode(key, doc, limits)?;
-        match self.store.put_if_absent(key, body).await {
-            Ok(_) => Ok(()),
-            Err(Error::AlreadyExists { .. }) => {
-                let (current, version) = self.read::<D>(key).await?.ok_or_else(|| oxiflow_core::Error::NotFound { key: key.into() })?;
-                let mut replacement = doc.clone();
-                while replacement.version() <= current.version() {
-                    replacement.stamp(self.now());
-                }
-                self.store.put_if_match(key, codec::encode(key, &replacement, limits)?, &version).await.map(drop)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Copies pipelines (all when `pipelines` is empty) into `target`.
-    pub async fn copy_to(&self, target: &StateManager, pipelines: &[PipelineId], replace: bool) -> Result<Vec<PipelineId>> {
+    /// Copies pipelines (all when `pipelines` is empty) into `target`, each
+    /// as [`StateManager::import`] does.
+    pub async fn copy_to(&self, target: &StateManager, pipelines: &[PipelineId], replace: bool, force: bool) -> Result<Vec<Imported>> {
         let pipelines = if pipelines.is_empty() { self.list_pipelines().await? } else { pipelines.to_vec() };
+        let mut done = Vec::with_capacity(pipelines.len());
         for p in &pipelines {
-            target.import(&self.export(p).await?, replace).await?;
+            done.push(target.import(&self.export(p).await?, replace, force).await?);
         }
-        Ok(pipelines)
+        Ok(done)
     }
 
     /// Checks that the store honours both write conditions, naming what it

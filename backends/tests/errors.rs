@@ -178,14 +178,14 @@ async fn exports_of_an_older_format_import_and_newer_ones_are_refused() {
     let target = StateManager::new(support::memory(), Config::default());
     let mut future = export.clone();
     future.partitions[0].format_version = oxiflow_core::FORMAT_VERSION + 1;
-    let err = target.import(&future, false).await.unwrap_err();
+    let err = target.import(&future, false, false).await.unwrap_err();
     assert!(err.to_string().contains("upgrade oxiflow"), "{err}");
     assert!(target.list_pipelines().await.unwrap().is_empty(), "nothing written");
 
     export.format_version = 1;
     export.pipeline.format_version = 1;
     export.partitions[0].format_version = 1;
-    target.import(&export, false).await.unwrap();
+    target.import(&export, false, false).await.unwrap();
     let (pipeline, parts) = target.load(&p).await.unwrap();
     assert_eq!((pipeline.format_version, parts[0].format_version), (oxiflow_core::FORMAT_VERSION, oxiflow_core::FORMAT_VERSION));
 }

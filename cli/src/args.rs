@@ -126,20 +126,34 @@ pub enum StateCommand {
         output: Option<PathBuf>,
     },
     /// Load a pipeline from an export (refuses to overwrite unless --replace).
+    ///
+    /// A replace puts every lease above any epoch it had (holders of the old
+    /// state are fenced), is refused while a lease is live unless --force,
+    /// and reports the acknowledged progress it discards.
     Import {
         pipeline: String,
+        /// The export file (`state export -o FILE`).
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
+        /// Replace the pipeline if it exists.
         #[arg(long)]
         replace: bool,
+        /// With --replace: even while workers hold live leases (they are fenced).
+        #[arg(long, requires = "replace")]
+        force: bool,
     },
     /// Copy pipelines (default: all) to another store.
     Copy {
+        /// The target store URL.
         #[arg(long, value_name = "URL")]
         to: String,
         pipelines: Vec<String>,
+        /// Replace pipelines that exist in the target.
         #[arg(long)]
         replace: bool,
+        /// With --replace: even while workers hold live leases there (they are fenced).
+        #[arg(long, requires = "replace")]
+        force: bool,
     },
     /// Release leases whose holders are dead (expired past the skew allowance).
     Cleanup {

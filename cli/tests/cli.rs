@@ -245,6 +245,21 @@ fn state_commands_and_json_schemas() {
     assert!(run(d, &["--backend", &backend, "state", "import", "orders", "--from", file.to_str().unwrap(), "--replace"]).status.success());
     assert!(fails(d, &["state", "import", "other", "--from", file.to_str().unwrap()], INVALID).contains("holds pipeline orders"));
 
+    // restoring over live work: refused (exit 5) and nothing changes; with
+    // --force it reports what it discards, and the holder is fenced
+    let b = backend.as_str();
+    json(d, &["--backend", b, "claim", "orders", "extract", "--worker", "w1"]);
+    json(d, &["--backend", b, "checkpoint", "orders", "extract", "--worker", "w1", "--add-records", "50"]);
+    let from = file.to_str().unwrap();
+    assert!(fails(d, &["--backend", b, "state", "import", "orders", "--from", from, "--replace"], LEASE_HELD).contains("held by w1"));
+    assert_eq!(json(d, &["--backend", b, "state", "show", "orders"])["records_processed"], 57, "a refused restore changes nothing");
+    let forced = json(d, &["--backend", b, "state", "import", "orders", "--from", from, "--replace", "--force"]);
+    assert_eq!((forced["replaced"].as_bool(), forced["discarded_records"].as_u64()), (Some(true), Some(50)), "{forced:#}");
+    fails(d, &["--backend", b, "checkpoint", "orders", "extract", "--worker", "w1", "--add-records", "1"], FENCED);
+    let restored = json(d, &["--backend", b, "state", "show", "orders"]);
+    assert_eq!(restored["records_processed"], 7);
+    assert!(restored["steps"][0]["partitions"][0]["lease"]["epoch"].as_u64().unwrap() > 1, "the epoch went up, not back: {restored:#}");
+
     // copy to a third store
     let third = tempfile::tempdir().unwrap();
     let to = format!("file://{}", third.path().display());

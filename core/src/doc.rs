@@ -261,6 +261,9 @@ pub trait Document: Clone + PartialEq + fmt::Debug + Serialize + DeserializeOwne
     fn version(&self) -> u64;
     /// Marks a write: bumps `version`, sets `updated_at`.
     fn stamp(&mut self, now: Timestamp);
+    /// Sets `version`, for a copy put in place of a stored document (the
+    /// next stamp then continues from the stored version).
+    fn set_version(&mut self, version: u64);
     /// Checks the invariants a decoded document must hold; the reason names
     /// the field.
     fn check(&self, limits: &Limits) -> Result<(), String>;
@@ -304,6 +307,9 @@ macro_rules! document_fields {
         fn stamp(&mut self, now: Timestamp) {
             self.version += 1;
             self.updated_at = now;
+        }
+        fn set_version(&mut self, version: u64) {
+            self.version = version;
         }
     };
 }

@@ -99,7 +99,7 @@ pub use doc::{Document, ErrorLog, ErrorRecord, Limits, PartitionDoc, PipelineDoc
 pub use error::{Error, ErrorKind};
 pub use id::{IdKind, IdRule, PartitionId, PipelineId, RunId, StepId, WorkerId};
 pub use lease::{Holder, Lease, LeaseConfig, LeaseStatus, StopRequest};
-pub use ops::{Claim, Create, NewPipelineRun, Operator, PipelineProgress, RequestStop, Work, Write};
+pub use ops::{Claim, Create, NewPipelineRun, Operator, PipelineProgress, RequestStop, Restore, Work, Write};
 pub use plan::{Dependency, DependencyKind, StepPlan};
 pub use protocol::{Action, Committed, Config, Context, Drive, Mutation, Object, Request, Response, RetryPolicy, Update, Version};
 pub use schedule::{schedule, PartitionReadiness, Readiness, Schedule, SchedulePolicy, StepReadiness};

@@ -183,6 +183,54 @@ impl<D: Work> Mutation for Write<D> {
     }
 }
 
+/// Put a restored copy of a document in place (import, copy between
+/// stores, restore from history). Epochs never go backwards: the restored
+/// lease is released at one past the highest epoch either copy has had, so
+/// a holder of the stored document and a holder of the copy are both fenced.
+/// Refused while someone holds a live lease on the stored document, unless
+/// `force`. The stored version number keeps growing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore<D> {
+    pub doc: D,
+    pub force: bool,
+}
+
+/// The restored copy's lease, released at `epoch`, or none if neither copy had one.
+fn restored_lease(copy: Option<&Lease>, stored: Option<&Lease>, epoch: u64, now: Timestamp) -> Option<Lease> {
+    let base = copy.or(stored)?;
+    Some(Lease {
+        epoch,
+        released_at: Some(base.released_at.unwrap_or(now)),
+        stop_requested: None,
+        // The stored holder's last write, so a release of theirs that
+        // landed is still recognised; on a fresh store, the copy's own.
+        previous: stored.map(Holder::of).or_else(|| base.previous.clone()),
+        ..base.clone()
+    })
+}
+
+impl<D: Document> Mutation for Restore<D> {
+    type Doc = D;
+    fn create(&self, ctx: &Context) -> Result<Option<D>, Error> {
+        let mut doc = self.doc.clone();
+        let epoch = doc.lease().map_or(0, |l| l.epoch);
+        *doc.lease_mut() = restored_lease(self.doc.lease(), None, epoch, ctx.now);
+        Ok(Some(doc))
+    }
+    fn apply(&self, key: &str, doc: &mut D, ctx: &Context) -> Result<bool, Error> {
+        if !self.force {
+            ensure_unheld(key, doc.lease(), ctx.now, &ctx.config.lease)?;
+        }
+        let highest = doc.lease().map_or(0, |l| l.epoch).max(self.doc.lease().map_or(0, |l| l.epoch));
+        let lease = restored_lease(self.doc.lease(), doc.lease(), highest + 1, ctx.now);
+        let version = doc.version();
+        *doc = self.doc.clone();
+        *doc.lease_mut() = lease;
+        doc.set_version(version);
+        Ok(true)
+    }
+}
+
 /// Ask `worker_id` to release the document and stop. Its next write sees
 /// the request and releases; nothing is written when it does not hold the
 /// lease (or was already asked).

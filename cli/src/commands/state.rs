@@ -216,7 +216,7 @@ pub async fn export(ctx: &Ctx, pipeline: &str, output: Option<&Path>) -> anyhow:
     Ok(())
 }
 
-pub async fn import(ctx: &Ctx, pipeline: &str, from: &Path, replace: bool) -> anyhow::Result<()> {
+pub async fn import(ctx: &Ctx, pipeline: &str, from: &Path, replace: bool, force: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(from).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
     let export: Export = serde_json::from_str(&text)
         .map_err(|e| oxiflow_core::Error::InvalidInput { reason: format!("{} is not an oxiflow export: {e}", from.display()) })?;
@@ -226,11 +226,20 @@ pub async fn import(ctx: &Ctx, pipeline: &str, from: &Path, replace: bool) -> an
         }
         .into());
     }
-    ctx.manager()?.import(&export, replace).await?;
-    if !ctx.json {
-        eprintln!("imported {pipeline} ({} partitions)", export.partitions.len());
+    let imported = ctx.manager()?.import(&export, replace, force).await?;
+    if ctx.json {
+        return output::json(&imported);
     }
+    let verb = if imported.replaced { "replaced" } else { "imported" };
+    eprintln!("{verb} {pipeline} ({} partitions){}", imported.partitions, discarded(imported.discarded_records));
     Ok(())
+}
+
+fn discarded(records: u64) -> String {
+    match records {
+        0 => String::new(),
+        n => format!("; {n} acknowledged record(s) of the replaced state were discarded"),
+    }
 }
 
 #[derive(Serialize)]
@@ -238,15 +247,24 @@ struct Keys {
     keys: Vec<String>,
 }
 
-pub async fn copy(ctx: &Ctx, to: &str, pipelines: &[String], replace: bool) -> anyhow::Result<()> {
+/// `state copy --json`.
+#[derive(Serialize)]
+struct Copied {
+    keys: Vec<String>,
+    discarded_records: u64,
+}
+
+pub async fn copy(ctx: &Ctx, to: &str, pipelines: &[String], replace: bool, force: bool) -> anyhow::Result<()> {
     let source = ctx.manager()?;
     let target_settings = config::Settings { url: to.to_string(), ..ctx.settings.clone() };
     let target = target_settings.open()?;
     let ids = pipelines.iter().map(|p| pipeline_id(p)).collect::<anyhow::Result<Vec<_>>>()?;
     let all = if ids.is_empty() { source.list_pipelines().await? } else { ids };
     let bar = (!ctx.json).then(|| crate::progress::bar(all.len() as u64, "copying"));
+    let mut discarded_records = 0;
     for p in &all {
-        source.copy_to(&target, std::slice::from_ref(p), replace).await?;
+        discarded_records +=
+            source.copy_to(&target, std::slice::from_ref(p), replace, force).await?.iter().map(|i| i.discarded_records).sum::<u64>();
         if let Some(b) = &bar {
             b.inc(1);
         }
@@ -255,9 +273,9 @@ pub async fn copy(ctx: &Ctx, to: &str, pipelines: &[String], replace: bool) -> a
         b.finish_and_clear();
     }
     if ctx.json {
-        return output::json(&Keys { keys: all.iter().map(ToString::to_string).collect() });
+        return output::json(&Copied { keys: all.iter().map(ToString::to_string).collect(), discarded_records });
     }
-    println!("copied {} pipeline(s) to {to}", all.len());
+    println!("copied {} pipeline(s) to {to}{}", all.len(), discarded(discarded_records));
     Ok(())
 }
 
