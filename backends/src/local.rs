@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::store::{ConditionalStore, Listed};
 
 const LOCK_FILE: &str = ".lock";
+const TEMP_SUFFIX: &str = ".tmp";
 
 /// A [`ConditionalStore`] in a local directory, safe across processes.
 #[derive(Debug, Clone)]
@@ -43,12 +44,50 @@ fn etag(bytes: &[u8]) -> Version {
 }
 
 impl LocalDirStore {
-    /// Opens (creating if needed) the directory `root`.
+    /// Opens (creating if needed) the directory `root`, and removes the
+    /// temp files of writers that died mid-write.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(io("create directory", &root))?;
         let describe = format!("file://{}", root.display());
-        Ok(LocalDirStore { root, describe })
+        let store = LocalDirStore { root, describe };
+        store.locked(|| store.remove_dead_temp_files())?;
+        Ok(store)
+    }
+
+    /// A writer holds the store-wide lock from creating its temp file until
+    /// the rename, so with the lock held every temp file left in the tree
+    /// belongs to a process that died mid-write: none is a live writer's.
+    /// Returns how many were removed.
+    fn remove_dead_temp_files(&self) -> Result<usize> {
+        let mut removed = 0;
+        let mut stack = vec![self.root.clone()];
+        while let Some(d) = stack.pop() {
+            let entries = match fs::read_dir(&d) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("list", &d)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(io("list", &d))?;
+                let path = entry.path();
+                let name = entry.file_name();
+                let is_temp = name.to_str().is_some_and(|n| n.starts_with('.') && n.ends_with(TEMP_SUFFIX));
+                if entry.file_type().map_err(io("stat", &path))?.is_dir() {
+                    stack.push(path);
+                } else if is_temp {
+                    match fs::remove_file(&path) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => return Err(io("remove dead temp file", &path)(e)),
+                    }
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, store = self.describe, "removed temp files left by writers that died");
+        }
+        Ok(removed)
     }
 
     /// Maps a key to a path, refusing anything that could leave the root.
@@ -95,7 +134,7 @@ impl LocalDirStore {
         let dir = path.parent().expect("keys have a parent: the root");
         fs::create_dir_all(dir).map_err(io("create directory", dir))?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
-        let tmp = dir.join(format!(".{name}.{}.{:016x}.tmp", std::process::id(), rand::random::<u64>()));
+        let tmp = dir.join(format!(".{name}.{}.{:016x}{TEMP_SUFFIX}", std::process::id(), rand::random::<u64>()));
         let result = (|| {
             let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
             file.write_all(body).map_err(io("write", &tmp))?;

@@ -56,6 +56,20 @@ fn script(dir: &Path, name: &str, body: &str) -> String {
     path.display().to_string()
 }
 
+/// Every file under `dir`, as paths.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path.display().to_string());
+        }
+    }
+    files
+}
+
 fn partition(dir: &Path, pipeline: &str) -> Value {
     json(dir, &["state", "show", pipeline])["steps"][0]["partitions"][0].clone()
 }
@@ -129,6 +143,8 @@ fn sigkill_during_checkpoints_loses_and_duplicates_nothing() {
             kills += 1;
         }
         worker.wait().unwrap();
+        // Plant what a writer killed between its temp file and the rename leaves.
+        std::fs::write(d.join(format!(".oxiflow/state/pipelines/k/partitions/.s.json.{round}.dead{round:012}.tmp")), b"half").unwrap();
         // Every stored object still decodes, and the count matches the bookmark.
         let p = partition(d, "k");
         let batch = p["batch_number"].as_u64().unwrap();
@@ -144,6 +160,8 @@ fn sigkill_during_checkpoints_loses_and_duplicates_nothing() {
     println!("{kills} workers killed with SIGKILL; final: {} records in {} batches", p["records_processed"], p["batch_number"]);
     assert!(kills >= 6, "the test must actually kill workers mid-run ({kills})");
     assert!(p["status"]["completed"].is_object(), "{p:#}");
+    let leftovers: Vec<_> = walk(&d.join(".oxiflow/state")).into_iter().filter(|f| f.ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "temp files of killed writers are removed when the store is opened: {leftovers:?}");
     assert_eq!(
         (p["records_processed"].as_u64(), p["batch_number"].as_u64()),
         (Some(400), Some(40)),
