@@ -34,7 +34,10 @@ function ox(...args) {
   return execFileSync(process.env.OXIFLOW_BIN ?? join(root, "target/release/oxiflow"), args, { cwd, env, encoding: "utf8" });
 }
 
-before(() => ox("state", "create", "orders", "--step", "extract", "--step", "load:2"));
+before(() => {
+  ox("state", "create", "orders", "--step", "extract", "--step", "load:2");
+  ox("state", "create", "flow", "--step", "fetch", "--step", "merge");
+});
 
 test("a Lambda claims, checkpoints and completes a step; the CLI sees it", async () => {
   // The handler's own client takes its settings from the environment, as in a Lambda.
@@ -50,6 +53,53 @@ test("a Lambda claims, checkpoints and completes a step; the CLI sees it", async
   assert.equal(extract.bytes_processed, 10000);
   assert.equal(extract.last_processed_id, "order-0250");
   assert.equal(extract.lease.worker_id, "lambda-a");
+});
+
+test("without a step the Lambda takes what the scheduler says is ready, and says what the rest waits on", async () => {
+  const { handler } = await import("./handler.mjs");
+  const state = new S3State({ bucket, prefix, client: client() });
+  // Another worker holds the first step: nothing is ready, and the answer says why.
+  const { held } = await state.next("flow", "lambda-first");
+  assert.equal(held.doc.step_id, "fetch");
+  const cold = state.requests;
+  assert.equal(cold, 1 + 3 + 1, "LIST, GET of the pipeline and both partitions, one PUT to claim from what was read");
+  const idle = await handler({ pipeline: "flow", worker_id: "lambda-second", batches: [] });
+  assert.equal(idle.claimed, null);
+  assert.equal(idle.finished, false);
+  assert.deepEqual(idle.waiting.merge, { state: "waiting", on: ["fetch"], count: 1 });
+  assert.equal(idle.waiting.fetch.state, "held");
+  assert.equal(idle.waiting.fetch.worker_id, "lambda-first");
+
+  await held.complete({ last_processed_id: "f-10", add_records: 10 });
+  // Warm: the LIST shows what changed; only that is read again.
+  const before = state.requests;
+  const none = await state.next("flow", "lambda-first");
+  assert.equal(none.held?.doc.step_id, "merge");
+  assert.equal(state.requests - before, 1 + 1 + 1, "LIST, GET of the one changed document, PUT");
+  await none.held.release();
+
+  const out = await handler({ pipeline: "flow", step: "next", worker_id: "lambda-third", final: true, batches: [{ last_id: "m-1", records: 3 }] });
+  assert.equal(out.claimed, "merge");
+  assert.equal(out.records_processed, 3);
+  const finished = await handler({ pipeline: "flow", worker_id: "lambda-fourth", batches: [] });
+  assert.deepEqual([finished.claimed, finished.finished, finished.status], [null, true, "completed"]);
+  const view = JSON.parse(ox("state", "show", "flow", "--json"));
+  assert.equal(view.status, "completed");
+});
+
+test("a stop request ends the Lambda's work after the batch it was saving", async () => {
+  const state = new S3State({ bucket, prefix, client: client() });
+  ox("state", "create", "stoppable", "--step", "only");
+  const { held } = await state.next("stoppable", "lambda-s");
+  await held.checkpoint({ last_processed_id: "s-1", add_records: 1 });
+  ox("worker", "stop", "--worker-id", "lambda-s");
+  await held.checkpoint({ last_processed_id: "s-2", add_records: 1 });
+  assert.ok(held.stopped?.requested_by, "the write reports the stop");
+  assert.ok(held.released, "and the lease is released");
+  const part = JSON.parse(ox("state", "show", "stoppable", "--json")).steps[0].partitions[0];
+  assert.equal(part.records_processed, 2, "the batch before the stop is saved");
+  assert.equal(part.lease.status.state, "released");
+  await assert.rejects(held.checkpoint({ add_records: 1 }), (e) => e.kind === "fenced", "no write after the stop");
 });
 
 test("a claim is 2 requests and a checkpoint 1, on real S3", async () => {

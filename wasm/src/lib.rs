@@ -1,26 +1,35 @@
 //! # oxiflow-wasm
 //!
 //! The very same core for browsers and Node.js. Everything crosses the
-//! boundary as JSON text (documents, views, actions, responses) or bytes
-//! (stored objects), typed for TypeScript by `src/types.d.ts` (appended to
-//! the generated `oxiflow_wasm.d.ts`); errors are thrown as JSON text
-//! `{"error": "<kind>", …}` (the core's error, serialized: `CoreError`).
+//! boundary as JSON text (documents, views, schedules, actions, responses)
+//! or bytes (stored objects), typed for TypeScript by `src/types.d.ts`
+//! (appended to the generated `oxiflow_wasm.d.ts`); errors are thrown as
+//! JSON text `{"error": "<kind>", …}` (the core's error, serialized:
+//! `CoreError`). The JSON is the core's own types serialized; only the
+//! action envelope is this crate's (request bodies travel as bytes beside
+//! it, not inside the JSON).
 //!
 //! - `decodePartition(bytes)`, `decodePipeline(bytes)`: checksum, format and
 //!   invariants checked, like every other reader.
 //! - `aggregate(pipelineJson, partitionsJson, nowMs)`: the dashboard view.
-//! - `Operation`: the sans-I/O drivers (claim, checkpoint, heartbeat,
-//!   release, complete, fail, stop request) for JavaScript to drive with its
-//!   own I/O (fetch, or the AWS SDK in a Lambda).
+//! - `schedule(pipelineJson, partitionsJson, nowMs, worker, random)`: what
+//!   may be claimed now, best first, and why every other partition waits.
+//! - `Operation`: the sans-I/O drivers (create, claim, write, stop request)
+//!   for JavaScript to drive with its own I/O (fetch, or the AWS SDK in a
+//!   Lambda).
+//! - `HolderSession`: the core's holder session (every write of a held
+//!   partition: unresolved writes replayed first, stop requests honoured),
+//!   driven the same way.
 //! - `runVectors(json)`, `benchCodec(n)`: the shared test vectors and the
 //!   codec bench loop, run inside wasm (feature `testing`: in the Node build,
 //!   not in the browser bundle).
 
 use oxiflow_core::{
-    aggregate as core_aggregate, codec, keys, Action, Claim, Config, Create, LeaseConfig, PartitionDoc, PartitionId, PipelineDoc,
-    RequestStop, Response, Timestamp, Update, Version, Write,
+    aggregate as core_aggregate, codec, keys, schedule as core_schedule, Action, Claim, Committed, Config, Create, Drive, Error, Finish,
+    LeaseConfig, PartitionDoc, PartitionId, PipelineDoc, Progress, Request, RequestStop, Response, Session, StepPlan, Timestamp, Update,
+    Version, WorkerId, Write, Written,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 
 /// The JSON types (`types.d.ts`), appended to the generated `oxiflow_wasm.d.ts`.
@@ -32,18 +41,26 @@ fn js_error(e: impl serde::Serialize + std::fmt::Display) -> JsValue {
 }
 
 fn json_error(what: &str, e: serde_json::Error) -> JsValue {
-    JsValue::from_str(&serde_json::json!({ "error": "invalid_input", "reason": format!("{what}: {e}") }).to_string())
+    js_error(Error::InvalidInput { reason: format!("{what}: {e}") })
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, JsValue> {
     serde_json::to_string(value).map_err(|e| json_error("cannot serialize", e))
 }
 
+fn from_json<'a, T: Deserialize<'a>>(what: &str, text: &'a str) -> Result<T, JsValue> {
+    serde_json::from_str(text).map_err(|e| json_error(what, e))
+}
+
 fn config(json: Option<String>) -> Result<Config, JsValue> {
     match json {
-        Some(text) if !text.is_empty() => serde_json::from_str(&text).map_err(|e| json_error("config", e)),
+        Some(text) if !text.is_empty() => from_json("config", &text),
         _ => Ok(Config::default()),
     }
+}
+
+fn at(ms: f64) -> Timestamp {
+    Timestamp::from_millis(ms as i64)
 }
 
 /// Decodes a stored partition document; returns a `PartitionDoc` as JSON.
@@ -60,17 +77,49 @@ pub fn decode_pipeline(key: &str, bytes: &[u8]) -> Result<String, JsValue> {
     to_json(&doc)
 }
 
+/// The pipeline document and its partitions from JSON.
+fn documents(pipeline_json: &str, partitions_json: &str) -> Result<(PipelineDoc, Vec<PartitionDoc>), JsValue> {
+    Ok((from_json("pipeline document", pipeline_json)?, from_json("partition documents", partitions_json)?))
+}
+
 /// The aggregated view (`PipelineState` JSON) of a pipeline at `now_ms`, from documents already
 /// decoded (and so checked) by `decodePipeline` / `decodePartition`:
 /// `pipeline_json` one document, `partitions_json` an array of them.
 #[wasm_bindgen]
 pub fn aggregate(pipeline_json: &str, partitions_json: &str, now_ms: f64, config_json: Option<String>) -> Result<String, JsValue> {
     let config = config(config_json)?;
-    let doc: PipelineDoc = serde_json::from_str(pipeline_json).map_err(|e| json_error("pipeline document", e))?;
-    let parts: Vec<PartitionDoc> = serde_json::from_str(partitions_json).map_err(|e| json_error("partition documents", e))?;
-    let view = core_aggregate(&doc, &parts, Timestamp::from_millis(now_ms as i64), &config.lease, config.limits.errors_keep_last)
-        .map_err(js_error)?;
-    to_json(&view)
+    let (doc, parts) = documents(pipeline_json, partitions_json)?;
+    to_json(&core_aggregate(&doc, &parts, at(now_ms), &config).map_err(js_error)?)
+}
+
+/// The scheduler (`Schedule` JSON): which partitions `worker` may claim at
+/// `now_ms`, best first, and the readiness of every partition. `worker`:
+/// who asks (its own live leases are claimable again), or null; `random`
+/// spreads workers over equally good partitions.
+#[wasm_bindgen]
+pub fn schedule(
+    pipeline_json: &str,
+    partitions_json: &str,
+    now_ms: f64,
+    worker: Option<String>,
+    random: f64,
+    config_json: Option<String>,
+) -> Result<String, JsValue> {
+    let config = config(config_json)?;
+    let (doc, parts) = documents(pipeline_json, partitions_json)?;
+    let worker = worker.map(WorkerId::new).transpose().map_err(js_error)?;
+    to_json(&core_schedule(&doc, &parts, at(now_ms), worker.as_ref(), &config.lease, &config.schedule, random as u64))
+}
+
+/// A new `PipelineDoc` (JSON) with its plan (`StepPlan[]` JSON), refused
+/// like the CLI refuses it (unknown steps, cycles, mismatched aligned
+/// shards). Version 0: not stored yet.
+#[wasm_bindgen(js_name = newPipeline)]
+pub fn new_pipeline(pipeline: &str, run_id: &str, steps_json: &str, now_ms: f64) -> Result<String, JsValue> {
+    let steps: Vec<StepPlan> = from_json("steps", steps_json)?;
+    let doc =
+        PipelineDoc::new(pipeline.parse().map_err(js_error)?, run_id.parse().map_err(js_error)?, steps, at(now_ms)).map_err(js_error)?;
+    to_json(&doc)
 }
 
 /// A new, pending `PartitionDoc` (JSON) for a `create` operation.
@@ -80,7 +129,7 @@ pub fn new_partition(pipeline: &str, partition: &str, run_id: &str, now_ms: f64)
         pipeline.parse().map_err(js_error)?,
         PartitionId::parse(partition).map_err(js_error)?,
         run_id.parse().map_err(js_error)?,
-        Timestamp::from_millis(now_ms as i64),
+        at(now_ms),
     );
     to_json(&doc)
 }
@@ -91,12 +140,18 @@ pub fn partition_key(pipeline: &str, partition: &str) -> Result<String, JsValue>
     Ok(keys::partition_doc(&pipeline.parse().map_err(js_error)?, &PartitionId::parse(partition).map_err(js_error)?))
 }
 
+/// The storage key of a pipeline document.
+#[wasm_bindgen(js_name = pipelineKey)]
+pub fn pipeline_key(pipeline: &str) -> Result<String, JsValue> {
+    Ok(keys::pipeline_doc(&pipeline.parse().map_err(js_error)?))
+}
+
 /// How a `Lease` (JSON) looks to others at `now_ms`: `LeaseStatus` JSON.
 #[wasm_bindgen(js_name = leaseStatus)]
 pub fn lease_status(lease_json: &str, now_ms: f64, config_json: Option<String>) -> Result<String, JsValue> {
-    let lease: oxiflow_core::Lease = serde_json::from_str(lease_json).map_err(|e| json_error("lease", e))?;
+    let lease: oxiflow_core::Lease = from_json("lease", lease_json)?;
     let config: LeaseConfig = config(config_json)?.lease;
-    to_json(&oxiflow_core::LeaseStatus::of(Some(&lease), Timestamp::from_millis(now_ms as i64), &config))
+    to_json(&oxiflow_core::LeaseStatus::of(Some(&lease), at(now_ms), &config))
 }
 
 #[cfg(feature = "testing")]
@@ -121,6 +176,125 @@ pub fn run_vectors(json: &str) -> Result<u32, JsValue> {
     oxiflow_core::vectors::run_file(json).map(|n| n as u32).map_err(|e| JsValue::from_str(&e))
 }
 
+// ---------- the action envelope ----------
+
+/// A [`Request`] as JSON, without its body: the body of a put is read
+/// with `body()` as bytes.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum WireRequest<'a> {
+    Get { key: &'a str },
+    PutIfAbsent { key: &'a str },
+    PutIfMatch { key: &'a str, version: &'a Version },
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum WireOutcome<T> {
+    Ok(T),
+    Error(Error),
+}
+
+/// An [`Action`] as JSON: `{"send": …}`, `{"sleep_ms": n}` or `{"done": {"ok" | "error": …}}`.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum WireAction<'a, T> {
+    Send(WireRequest<'a>),
+    SleepMs(u64),
+    Done(WireOutcome<T>),
+}
+
+/// Serializes `action`, keeping the body of a put in `body`; `done` turns
+/// the outcome into what JavaScript sees.
+fn action_json<T, W: Serialize>(action: Action<T>, body: &mut Vec<u8>, done: impl FnOnce(T) -> W) -> String {
+    let (request, outcome);
+    let wire = match action {
+        Action::Send(r) => {
+            request = r;
+            WireAction::Send(match &request {
+                Request::Get { key } => WireRequest::Get { key },
+                Request::PutIfAbsent { key, body: b } => {
+                    body.clone_from(b);
+                    WireRequest::PutIfAbsent { key }
+                }
+                Request::PutIfMatch { key, body: b, version } => {
+                    body.clone_from(b);
+                    WireRequest::PutIfMatch { key, version }
+                }
+            })
+        }
+        Action::Sleep(d) => WireAction::SleepMs(d.as_millis() as u64),
+        Action::Done(result) => {
+            outcome = match result {
+                Ok(t) => WireOutcome::Ok(done(t)),
+                Err(e) => WireOutcome::Error(e),
+            };
+            WireAction::Done(outcome)
+        }
+    };
+    serde_json::to_string(&wire).unwrap_or_else(|e| format!(r#"{{"done":{{"error":{{"error":"protocol","reason":"{e}"}}}}}}"#))
+}
+
+/// The outcome of an [`Operation`]: the core's [`Committed`].
+#[derive(Serialize)]
+struct CommittedJson {
+    doc: PartitionDoc,
+    version: Version,
+    wrote: bool,
+    requests: u32,
+}
+
+impl From<Committed<PartitionDoc>> for CommittedJson {
+    fn from(c: Committed<PartitionDoc>) -> Self {
+        CommittedJson { doc: c.doc, version: c.version, wrote: c.wrote, requests: c.requests }
+    }
+}
+
+/// The outcome of a [`HolderSession`] write: the core's [`Written`].
+#[derive(Serialize)]
+struct WrittenJson {
+    landed: bool,
+    stop: Option<oxiflow_core::StopRequest>,
+    requests: u32,
+}
+
+impl From<Written> for WrittenJson {
+    fn from(w: Written) -> Self {
+        WrittenJson { landed: w.landed, stop: w.stop, requests: w.requests }
+    }
+}
+
+/// A [`Response`] as JSON; the bytes of an object travel beside it.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WireResponse {
+    Object(Option<WireObject>),
+    Written(Version),
+    AlreadyExists,
+    Precondition,
+    Unavailable { reason: String },
+}
+
+#[derive(Deserialize)]
+struct WireObject {
+    version: Version,
+}
+
+fn response(json: &str, body: Option<Vec<u8>>) -> Result<Response, JsValue> {
+    Ok(match from_json("response", json)? {
+        WireResponse::Object(None) => Response::Object(None),
+        WireResponse::Object(Some(o)) => {
+            Response::Object(Some(oxiflow_core::Object { body: body.unwrap_or_default(), version: o.version }))
+        }
+        WireResponse::Written(v) => Response::Written(v),
+        WireResponse::AlreadyExists => Response::AlreadyExists,
+        WireResponse::Precondition => Response::Precondition,
+        WireResponse::Unavailable { reason } => Response::Unavailable { reason },
+    })
+}
+
+// ---------- Operation ----------
+
 /// Which operation an [`Operation`] drives, as JSON:
 /// `{"create": <partition document>}` (see `newPartition`),
 /// `{"claim": {"worker_id", "write_id"}}`,
@@ -143,6 +317,17 @@ enum Driver {
     RequestStop(Box<Update<RequestStop<PartitionDoc>>>),
 }
 
+impl Driver {
+    fn drive(&mut self) -> &mut dyn Drive<Output = Committed<PartitionDoc>> {
+        match self {
+            Driver::Create(u) => u.as_mut(),
+            Driver::Claim(u) => u.as_mut(),
+            Driver::Write(u) => u.as_mut(),
+            Driver::RequestStop(u) => u.as_mut(),
+        }
+    }
+}
+
 /// A sans-I/O operation on one partition document, driven from JavaScript:
 ///
 /// ```js
@@ -150,8 +335,8 @@ enum Driver {
 /// let action = JSON.parse(op.start(Date.now()));
 /// while (!("done" in action)) {
 ///   if ("sleep_ms" in action) { await sleep(action.sleep_ms); action = JSON.parse(op.wake(Date.now())); continue; }
-///   const response = await perform(action.send, op.body());   // get / put_if_absent / put_if_match
-///   action = JSON.parse(op.handle(JSON.stringify(response), bodyOrNull, Date.now(), Math.random() * 2 ** 32));
+///   const [response, bytes] = await perform(action.send, op.body());   // get / put_if_absent / put_if_match
+///   action = JSON.parse(op.handle(JSON.stringify(response), bytes, Date.now(), Math.random() * 2 ** 32));
 /// }
 /// ```
 ///
@@ -168,54 +353,6 @@ pub struct Operation {
     body: Vec<u8>,
 }
 
-fn action_json<D: serde::Serialize>(action: Action<D>, body: &mut Vec<u8>) -> String {
-    use oxiflow_core::Request;
-    let value = match action {
-        Action::Send(Request::Get { key }) => serde_json::json!({ "send": { "get": { "key": key } } }),
-        Action::Send(Request::PutIfAbsent { key, body: b }) => {
-            *body = b;
-            serde_json::json!({ "send": { "put_if_absent": { "key": key } } })
-        }
-        Action::Send(Request::PutIfMatch { key, body: b, version }) => {
-            *body = b;
-            serde_json::json!({ "send": { "put_if_match": { "key": key, "version": version } } })
-        }
-        Action::Sleep(d) => serde_json::json!({ "sleep_ms": d.as_millis() as u64 }),
-        Action::Done(Ok(c)) => {
-            serde_json::json!({ "done": { "ok": { "doc": c.doc, "version": c.version, "wrote": c.wrote, "requests": c.requests } } })
-        }
-        Action::Done(Err(e)) => serde_json::json!({ "done": { "error": e } }),
-    };
-    value.to_string()
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum ResponseSpec {
-    Object(Option<ObjectSpec>),
-    Written(Version),
-    AlreadyExists,
-    Precondition,
-    Unavailable { reason: String },
-}
-
-#[derive(Deserialize)]
-struct ObjectSpec {
-    version: Version,
-}
-
-/// Runs the same call on whichever driver this operation holds.
-macro_rules! each_driver {
-    ($self:ident, |$u:ident| $call:expr) => {
-        match &mut $self.driver {
-            Driver::Create($u) => action_json($call, &mut $self.body),
-            Driver::Claim($u) => action_json($call, &mut $self.body),
-            Driver::Write($u) => action_json($call, &mut $self.body),
-            Driver::RequestStop($u) => action_json($call, &mut $self.body),
-        }
-    };
-}
-
 #[wasm_bindgen]
 impl Operation {
     /// `cached_doc_json` + `cached_version_json`: start from a cached
@@ -229,12 +366,9 @@ impl Operation {
         cached_version_json: Option<String>,
     ) -> Result<Operation, JsValue> {
         let config = config(config_json)?;
-        let spec: OperationSpec = serde_json::from_str(operation_json).map_err(|e| json_error("operation", e))?;
+        let spec: OperationSpec = from_json("operation", operation_json)?;
         let cached = match (cached_doc_json, cached_version_json) {
-            (Some(d), Some(v)) => Some((
-                serde_json::from_str::<PartitionDoc>(&d).map_err(|e| json_error("cached document", e))?,
-                serde_json::from_str::<Version>(&v).map_err(|e| json_error("cached version", e))?,
-            )),
+            (Some(d), Some(v)) => Some((from_json::<PartitionDoc>("cached document", &d)?, from_json::<Version>("cached version", &v)?)),
             _ => None,
         };
         fn make<M: oxiflow_core::Mutation<Doc = PartitionDoc>>(
@@ -242,17 +376,17 @@ impl Operation {
             m: M,
             config: Config,
             cached: Option<(PartitionDoc, Version)>,
-        ) -> Update<M> {
-            match cached {
+        ) -> Box<Update<M>> {
+            Box::new(match cached {
                 Some((doc, version)) => Update::from_cached(key, m, config, doc, version),
                 None => Update::new(key, m, config),
-            }
+            })
         }
         let driver = match spec {
-            OperationSpec::Create(doc) => Driver::Create(Box::new(make(key, Create(*doc), config, cached))),
-            OperationSpec::Claim(m) => Driver::Claim(Box::new(make(key, m, config, cached))),
-            OperationSpec::Write(m) => Driver::Write(Box::new(make(key, m, config, cached))),
-            OperationSpec::RequestStop(m) => Driver::RequestStop(Box::new(make(key, m, config, cached))),
+            OperationSpec::Create(doc) => Driver::Create(make(key, Create(*doc), config, cached)),
+            OperationSpec::Claim(m) => Driver::Claim(make(key, m, config, cached)),
+            OperationSpec::Write(m) => Driver::Write(make(key, m, config, cached)),
+            OperationSpec::RequestStop(m) => Driver::RequestStop(make(key, m, config, cached)),
         };
         Ok(Operation { driver, body: Vec::new() })
     }
@@ -263,30 +397,163 @@ impl Operation {
     }
 
     pub fn start(&mut self, now_ms: f64) -> String {
-        let now = Timestamp::from_millis(now_ms as i64);
-        each_driver!(self, |u| u.start(now))
+        let action = self.driver.drive().start(at(now_ms));
+        action_json(action, &mut self.body, CommittedJson::from)
     }
 
     /// Feeds the store's answer; `object_body` carries the bytes of an
     /// `object` response.
     pub fn handle(&mut self, response_json: &str, object_body: Option<Vec<u8>>, now_ms: f64, random: f64) -> Result<String, JsValue> {
-        let spec: ResponseSpec = serde_json::from_str(response_json).map_err(|e| json_error("response", e))?;
-        let response = match spec {
-            ResponseSpec::Object(None) => Response::Object(None),
-            ResponseSpec::Object(Some(o)) => {
-                Response::Object(Some(oxiflow_core::Object { body: object_body.unwrap_or_default(), version: o.version }))
-            }
-            ResponseSpec::Written(v) => Response::Written(v),
-            ResponseSpec::AlreadyExists => Response::AlreadyExists,
-            ResponseSpec::Precondition => Response::Precondition,
-            ResponseSpec::Unavailable { reason } => Response::Unavailable { reason },
-        };
-        let (now, random) = (Timestamp::from_millis(now_ms as i64), random as u64);
-        Ok(each_driver!(self, |u| u.handle(response, now, random)))
+        let response = response(response_json, object_body)?;
+        let action = self.driver.drive().handle(response, at(now_ms), random as u64);
+        Ok(action_json(action, &mut self.body, CommittedJson::from))
     }
 
     pub fn wake(&mut self, now_ms: f64) -> String {
-        let now = Timestamp::from_millis(now_ms as i64);
-        each_driver!(self, |u| u.wake(now))
+        let action = self.driver.drive().wake(at(now_ms));
+        action_json(action, &mut self.body, CommittedJson::from)
+    }
+}
+
+// ---------- HolderSession ----------
+
+/// The claim's outcome (`done.ok` of a claim `Operation`), as JSON.
+#[derive(Deserialize)]
+struct ClaimedJson {
+    doc: PartitionDoc,
+    version: Version,
+    #[serde(default)]
+    wrote: bool,
+    #[serde(default)]
+    requests: u32,
+}
+
+/// A partition this process holds: the core's holder session. Every write
+/// goes through it, so an unresolved write (response lost, store
+/// unavailable) is replayed with its own write id before the next one, a
+/// release whose response was lost is recognised, and a stop request
+/// releases the lease (the outcome's `stop`). Driven like an `Operation`:
+///
+/// ```js
+/// const held = HolderSession.claimed(key, JSON.stringify(claim.done.ok), null, Date.now());
+/// let action = JSON.parse(held.write(JSON.stringify({add_records: 100}), null, writeId, Date.now()));
+/// while (!("done" in action)) { … held.handle(…) / held.wake(…) … }
+/// // action.done.ok: {landed, stop, requests}; held.doc(), held.version() as now stored
+/// ```
+#[wasm_bindgen]
+pub struct HolderSession {
+    session: Session<PartitionDoc>,
+    body: Vec<u8>,
+}
+
+#[wasm_bindgen]
+impl HolderSession {
+    /// The session a landed claim starts: `claimed_json` is the claim
+    /// operation's `done.ok` (`{"doc", "version", …}`).
+    pub fn claimed(key: &str, claimed_json: &str, config_json: Option<String>, now_ms: f64) -> Result<HolderSession, JsValue> {
+        let config = config(config_json)?;
+        let c: ClaimedJson = from_json("claimed", claimed_json)?;
+        if c.doc.lease.is_none() {
+            return Err(js_error(Error::InvalidInput { reason: format!("{key}: the document holds no lease to start a session from") }));
+        }
+        let committed = Committed { doc: c.doc, version: c.version, wrote: c.wrote, requests: c.requests };
+        Ok(HolderSession { session: Session::claimed(key, committed, config, at(now_ms)), body: Vec::new() })
+    }
+
+    /// Resumes `worker_id`'s session from a fresh read (`doc_json` as
+    /// decoded, `version_json` the object's version), for short-lived
+    /// processes. Throws `fenced` unless `worker_id` holds the lease.
+    pub fn resume(
+        key: &str,
+        doc_json: &str,
+        version_json: &str,
+        worker_id: &str,
+        config_json: Option<String>,
+        now_ms: f64,
+    ) -> Result<HolderSession, JsValue> {
+        let config = config(config_json)?;
+        let doc: PartitionDoc = from_json("document", doc_json)?;
+        let version: Version = from_json("version", version_json)?;
+        let worker = WorkerId::new(worker_id).map_err(js_error)?;
+        let session = Session::resume(key, doc, version, &worker, config, at(now_ms)).map_err(js_error)?;
+        Ok(HolderSession { session, body: Vec::new() })
+    }
+
+    /// Begins a write: `progress_json` a `Progress` (`{}` or null: a
+    /// heartbeat), `finish_json` null or a `Finish` (`"complete"`,
+    /// `"release"`, `{"fail": {…}}`), `write_id` a fresh random number.
+    /// Returns the first action.
+    pub fn write(
+        &mut self,
+        progress_json: Option<String>,
+        finish_json: Option<String>,
+        write_id: f64,
+        now_ms: f64,
+    ) -> Result<String, JsValue> {
+        let progress: Progress = match progress_json.as_deref() {
+            None | Some("") | Some("null") => Progress::default(),
+            Some(text) => from_json("progress", text)?,
+        };
+        let finish: Option<Finish> = match finish_json.as_deref() {
+            None | Some("") => None,
+            Some(text) => from_json("finish", text)?,
+        };
+        let action = self.session.begin(progress, finish, write_id as u64, at(now_ms));
+        Ok(action_json(action, &mut self.body, WrittenJson::from))
+    }
+
+    /// The body of the last `put_*` action.
+    pub fn body(&self) -> Vec<u8> {
+        self.body.clone()
+    }
+
+    /// Feeds the store's answer to the write in flight.
+    pub fn handle(&mut self, response_json: &str, object_body: Option<Vec<u8>>, now_ms: f64, random: f64) -> Result<String, JsValue> {
+        let response = response(response_json, object_body)?;
+        let action = self.session.handle(response, at(now_ms), random as u64);
+        Ok(action_json(action, &mut self.body, WrittenJson::from))
+    }
+
+    /// Continues the write in flight after a `sleep_ms`.
+    pub fn wake(&mut self, now_ms: f64) -> String {
+        let action = self.session.wake(at(now_ms));
+        action_json(action, &mut self.body, WrittenJson::from)
+    }
+
+    pub fn key(&self) -> String {
+        self.session.key().to_string()
+    }
+
+    /// The document as last known to be stored (`PartitionDoc` JSON).
+    pub fn doc(&self) -> Result<String, JsValue> {
+        to_json(self.session.doc())
+    }
+
+    /// Its store version (`StoreVersion` JSON).
+    pub fn version(&self) -> Result<String, JsValue> {
+        to_json(self.session.version())
+    }
+
+    /// True once the lease is no longer ours (let go, or taken): write no more.
+    #[wasm_bindgen(js_name = isReleased)]
+    pub fn is_released(&self) -> bool {
+        self.session.is_released()
+    }
+
+    /// True while a write's outcome is unknown; the next write replays it first.
+    #[wasm_bindgen(js_name = isUnresolved)]
+    pub fn is_unresolved(&self) -> bool {
+        self.session.is_unresolved()
+    }
+
+    /// May the holder act outside the store (emit output) at `now_ms`?
+    pub fn trusts(&self, now_ms: f64) -> bool {
+        self.session.trusts(at(now_ms))
+    }
+
+    /// When a heartbeat is due (ms): `heartbeat_interval` after the last stored write.
+    #[wasm_bindgen(js_name = heartbeatDue)]
+    pub fn heartbeat_due(&self) -> f64 {
+        self.session.heartbeat_due().as_millis() as f64
     }
 }

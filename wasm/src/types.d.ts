@@ -56,11 +56,26 @@ export interface PartitionDoc {
   updated_at: Millis;
 }
 
+/** How a step waits for one upstream step: `barrier` (every partition of
+ * it completed; the default, omitted) or `aligned` (shard i waits for shard i). */
+export type DependencyKind = "barrier" | "aligned";
+
+export interface Dependency { step_id: string; kind?: DependencyKind }
+
+/** One step of a pipeline's plan. */
+export interface StepPlan {
+  step_id: string;
+  /** Shards `step@0` … `step@n-1`; absent: the step is one partition. */
+  shards?: number;
+  /** The steps it waits for; absent: none. */
+  after?: Dependency[];
+}
+
 export interface PipelineDoc {
   format_version: number;
   pipeline_id: string;
   run_id: string;
-  steps: string[];
+  steps: StepPlan[];
   current_step?: string;
   batch_number: number;
   lease?: Lease;
@@ -86,11 +101,32 @@ export interface LeaseView {
   stop_requested: boolean;
 }
 
+/** Whether a partition may be claimed now, and if not, why (the scheduler's answer). */
+export type Readiness =
+  | { state: "ready"; takeover: boolean }
+  | { state: "completed" }
+  /** Carries an older run's state: the new run has not reached it yet. */
+  | { state: "other_run" }
+  | { state: "paused" }
+  /** Failed for good: an operator must reset it. */
+  | { state: "failed"; error: string; attempts: number }
+  | { state: "held"; worker_id: string; until: Millis }
+  /** Upstream failed for good: `by` names up to 8 partitions, `count` says how many. */
+  | { state: "blocked"; by: string[]; count: number }
+  /** Upstream not completed yet: `on` names up to 8 partitions, `count` says how many. */
+  | { state: "waiting"; on: string[]; count: number }
+  /** Failed, retryable; claimable again at `until`. */
+  | { state: "backoff"; until: Millis; attempts: number }
+  /** The plan expects it; the store has no document for it. */
+  | { state: "missing" };
+
 export interface PartitionState {
+  /** `step` or `step@shard`. */
   partition: string;
   shard: number | null;
   status: StepStatus;
   current_run: boolean;
+  readiness: Readiness;
   lease: LeaseView | null;
   worker_id: string | null;
   last_processed_id: string | null;
@@ -110,6 +146,11 @@ export interface PartitionState {
 export interface StepState {
   step_id: string;
   status: StatusKind;
+  /** What it waits for: `step`, or `step (aligned)`. */
+  after: string[];
+  /** Partitions the plan expects, and how many of them completed. */
+  total: number;
+  completed: number;
   records_processed: number;
   records_failed: number;
   bytes_processed: number;
@@ -122,7 +163,10 @@ export interface StepState {
 export interface PipelineState {
   pipeline_id: string;
   run_id: string;
+  /** The first step still to finish, in dependency order. */
   current_step: string | null;
+  /** Steps with partitions running, ready or retrying. */
+  frontier: string[];
   batch_number: number;
   version: number;
   updated_at: Millis;
@@ -145,9 +189,13 @@ export type CoreError =
   | { error: "counter_regression"; field: string; current: number; proposed: number }
   | { error: "invalid_id"; kind: string; value: string; rule: string }
   | { error: "invalid_input"; reason: string }
+  | { error: "not_ready"; key: string; reason: string }
   | { error: "not_found"; key: string }
   | { error: "corrupt"; key: string; reason: string }
   | { error: "unsupported_format"; key: string; found: number; supported: number }
+  | { error: "too_large"; key: string; size: number; limit: number }
+  | { error: "unavailable"; key: string; attempts: number; reason: string }
+  | { error: "protocol"; reason: string }
   | { error: string; [field: string]: unknown };
 
 export interface Progress {
@@ -175,14 +223,39 @@ export type OperationSpec =
 /** A store version: S3/Azure compare ETags, GCS generations. */
 export interface StoreVersion { e_tag?: string | null; version?: string | null }
 
-/** What `start`, `handle` and `wake` return. */
-export type OperationAction =
-  | { send: { get: { key: string } } }
-  | { send: { put_if_absent: { key: string } } }
-  | { send: { put_if_match: { key: string; version: StoreVersion } } }
+/** The store request to perform; the body of a put is `body()`, as bytes. */
+export type StoreRequest =
+  | { get: { key: string } }
+  | { put_if_absent: { key: string } }
+  | { put_if_match: { key: string; version: StoreVersion } };
+
+/** What `start`, `write`, `handle` and `wake` return: perform `send` and call
+ * `handle`, sleep `sleep_ms` and call `wake`, or stop at `done`. */
+export type Action<T> =
+  | { send: StoreRequest }
   | { sleep_ms: number }
-  | { done: { ok: { doc: PartitionDoc; version: StoreVersion; wrote: boolean; requests: number } } }
+  | { done: { ok: T } }
   | { done: { error: CoreError } };
+
+/** How an `Operation` ended. The `ok` of a claim starts a `HolderSession`. */
+export interface Committed { doc: PartitionDoc; version: StoreVersion; wrote: boolean; requests: number }
+
+/** What an `Operation` returns. */
+export type OperationAction = Action<Committed>;
+
+export interface StopRequest { requested_by: string; requested_at: Millis }
+
+/** How a `HolderSession` write ended when it did not fail. */
+export interface Written {
+  /** Stored. False only when nothing was left to write (already released by us). */
+  landed: boolean;
+  /** A stop was requested: the progress is stored and the lease released; stop working. */
+  stop: StopRequest | null;
+  requests: number;
+}
+
+/** What a `HolderSession` returns. */
+export type SessionAction = Action<Written>;
 
 /** The `response_json` of `handle`: the store's answer to the last `send`. */
 export type StoreResponse =
@@ -197,4 +270,27 @@ export interface CoreConfig {
   lease?: Partial<{ ttl_ms: number; heartbeat_interval_ms: number; skew_allowance_ms: number; safety_margin_ms: number }>;
   limits?: Partial<{ max_document_bytes: number; errors_keep_last: number }>;
   retry?: Partial<{ max_transient_failures: number; max_conflicts: number; base_delay_ms: number; max_delay_ms: number }>;
+  schedule?: Partial<{ retry_base_ms: number; retry_max_ms: number; max_attempts: number }>;
+}
+
+export interface PartitionReadiness { partition: string; readiness: Readiness }
+
+export interface StepReadiness {
+  step_id: string;
+  total: number;
+  completed: number;
+  running: number;
+  ready: number;
+  partitions: PartitionReadiness[];
+}
+
+/** What `schedule` returns. */
+export interface Schedule {
+  status: StatusKind;
+  current_step: string | null;
+  /** Steps with partitions running, ready or retrying, in plan order. */
+  frontier: string[];
+  /** What the asking worker should try to claim, best first (`step` or `step@shard`). */
+  claimable: string[];
+  steps: StepReadiness[];
 }

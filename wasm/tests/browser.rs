@@ -30,3 +30,23 @@ fn the_bindings_decode_and_refuse_like_native() {
     assert_eq!(error["error"], "corrupt", "{error}");
     assert!(error["reason"].as_str().unwrap().contains("checksum mismatch"), "{error}");
 }
+
+#[wasm_bindgen_test]
+fn the_scheduler_orders_a_plan_in_the_browser() {
+    let now = 1_795_000_000_000.0;
+    let plan =
+        r#"[{"step_id": "extract", "shards": 2}, {"step_id": "load", "shards": 2, "after": [{"step_id": "extract", "kind": "aligned"}]}]"#;
+    let pipeline = oxiflow_wasm::new_pipeline("orders", "run-1", plan, now).unwrap();
+    let parts: Vec<String> = ["extract@0", "extract@1", "load@0", "load@1"]
+        .iter()
+        .map(|p| oxiflow_wasm::new_partition("orders", p, "run-1", now).unwrap())
+        .collect();
+    let schedule = oxiflow_wasm::schedule(&pipeline, &format!("[{}]", parts.join(",")), now, Some("w1".into()), 7.0, None).unwrap();
+    let schedule: serde_json::Value = serde_json::from_str(&schedule).unwrap();
+    let mut claimable: Vec<&str> = schedule["claimable"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    claimable.sort();
+    assert_eq!(claimable, ["extract@0", "extract@1"]);
+    let load1 = &schedule["steps"][1]["partitions"][1];
+    assert_eq!(load1["partition"], "load@1");
+    assert_eq!(load1["readiness"], serde_json::json!({ "state": "waiting", "on": ["extract@1"], "count": 1 }));
+}

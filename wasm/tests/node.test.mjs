@@ -1,6 +1,7 @@
-// The Node.js package of the core: the shared vectors, and a claim and a
-// checkpoint driven from JavaScript with its own I/O. Run after
-// scripts/build-wasm.sh: `node --test wasm/tests/`.
+// The Node.js package of the core: the shared vectors; a claim, the holder
+// session's checkpoints and the scheduler, driven from JavaScript with its
+// own I/O against a store in a Map. Run after scripts/build-wasm.sh:
+// `node --test wasm/tests/`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, readdirSync } from "node:fs";
@@ -18,11 +19,13 @@ test("the shared core vectors pass in Node", () => {
   assert.ok(passed >= 25, `only ${passed} vectors ran`);
 });
 
-/** A conditional store in a Map: what S3 does, in a few lines. */
+/** A conditional store in a Map: what S3 does, in a few lines. `lose`: the
+ * next PUT lands but its response is lost (the caller sees a timeout). */
 class MemoryStore {
   objects = new Map();
   next = 0;
   requests = 0;
+  lose = 0;
   perform(send, body) {
     this.requests++;
     if (send.get) {
@@ -35,22 +38,38 @@ class MemoryStore {
     if (send.put_if_match && current?.etag !== send.put_if_match.version.e_tag) return ["precondition", null];
     const etag = `"${++this.next}"`;
     this.objects.set(key, { body, etag });
+    if (this.lose > 0) {
+      this.lose--;
+      return [{ unavailable: { reason: "timeout: the response was lost" } }, null];
+    }
     return [{ written: { e_tag: etag } }, null];
+  }
+  /** The documents as decoded by the core, for `schedule` and `aggregate`. */
+  decoded(pipeline) {
+    const prefix = `pipelines/${pipeline}/partitions/`;
+    return [...this.objects].filter(([k]) => k.startsWith(prefix)).map(([k, o]) => JSON.parse(wasm.decodePartition(k, o.body)));
   }
 }
 
-function drive(op, store, now) {
-  let action = JSON.parse(op.start(now));
+const random = () => Math.floor(Math.random() * 2 ** 32);
+
+/** Drives an `Operation` or a `HolderSession` (after its first action) to its end. */
+function drive(driver, action, store, now) {
+  action = JSON.parse(action);
   while (!("done" in action)) {
     if ("sleep_ms" in action) {
-      action = JSON.parse(op.wake(now));
+      action = JSON.parse(driver.wake(now));
       continue;
     }
-    const [response, body] = store.perform(action.send, op.body());
-    action = JSON.parse(op.handle(JSON.stringify(response), body, now, Math.floor(Math.random() * 2 ** 32)));
+    const [response, body] = store.perform(action.send, driver.body());
+    action = JSON.parse(driver.handle(JSON.stringify(response), body, now, random()));
   }
   return action.done;
 }
+
+const run = (op, store, now) => drive(op, op.start(now), store, now);
+const write = (held, store, now, progress, finish = null) =>
+  drive(held, held.write(JSON.stringify(progress), finish && JSON.stringify(finish), random(), now), store, now);
 
 test("JavaScript drives create, claim and a one-request checkpoint", () => {
   const store = new MemoryStore();
@@ -58,17 +77,17 @@ test("JavaScript drives create, claim and a one-request checkpoint", () => {
   const key = wasm.partitionKey("orders", "load@1");
   assert.equal(key, "pipelines/orders/partitions/load@1.json");
 
-  const created = drive(new wasm.Operation(key, JSON.stringify({ create: JSON.parse(wasm.newPartition("orders", "load@1", "run-1", now)) })), store, now);
+  const created = run(new wasm.Operation(key, JSON.stringify({ create: JSON.parse(wasm.newPartition("orders", "load@1", "run-1", now)) })), store, now);
   assert.ok(created.ok, JSON.stringify(created));
 
-  const claimed = drive(new wasm.Operation(key, JSON.stringify({ claim: { worker_id: "lambda-1", write_id: 7 } })), store, now).ok;
+  const claimed = run(new wasm.Operation(key, JSON.stringify({ claim: { worker_id: "lambda-1", write_id: 7 } })), store, now).ok;
   assert.equal(claimed.requests, 2);
   assert.equal(claimed.doc.lease.worker_id, "lambda-1");
 
   const holder = { worker_id: "lambda-1", epoch: claimed.doc.lease.epoch, last_write: claimed.doc.lease.last_write };
-  const write = { write: { holder, write_id: 8, progress: { last_processed_id: "order-100", add_records: 100 } } };
+  const spec = { write: { holder, write_id: 8, progress: { last_processed_id: "order-100", add_records: 100 } } };
   const before = store.requests;
-  const saved = drive(new wasm.Operation(key, JSON.stringify(write), null, JSON.stringify(claimed.doc), JSON.stringify(claimed.version)), store, now + 1000).ok;
+  const saved = run(new wasm.Operation(key, JSON.stringify(spec), null, JSON.stringify(claimed.doc), JSON.stringify(claimed.version)), store, now + 1000).ok;
   assert.equal(store.requests - before, 1, "a checkpoint from the cached document is one PUT");
   assert.equal(saved.doc.records_processed, 100);
 
@@ -77,9 +96,108 @@ test("JavaScript drives create, claim and a one-request checkpoint", () => {
   assert.equal(stored.last_processed_id, "order-100");
 
   // Someone else cannot claim it; the error is typed.
-  const refused = drive(new wasm.Operation(key, JSON.stringify({ claim: { worker_id: "lambda-2", write_id: 9 } })), store, now + 2000);
+  const refused = run(new wasm.Operation(key, JSON.stringify({ claim: { worker_id: "lambda-2", write_id: 9 } })), store, now + 2000);
   assert.equal(refused.error.error, "lease_held");
   assert.equal(refused.error.holder, "lambda-1");
+});
+
+test("the scheduler orders a pipeline with dependencies; the holder session checkpoints, survives a lost response and honours a stop", () => {
+  const store = new MemoryStore();
+  let now = 1_764_000_000_000;
+  // extract:2 → transform:2 (shard i after extract@i) → load (after all of transform).
+  const plan = [
+    { step_id: "extract", shards: 2 },
+    { step_id: "transform", shards: 2, after: [{ step_id: "extract", kind: "aligned" }] },
+    { step_id: "load", after: [{ step_id: "transform" }] },
+  ];
+  const pipeline = wasm.newPipeline("shop", "run-1", JSON.stringify(plan), now);
+  assert.deepEqual(JSON.parse(pipeline).steps, [plan[0], plan[1], { step_id: "load", after: [{ step_id: "transform" }] }]);
+  assert.throws(() => wasm.newPipeline("shop", "run-1", JSON.stringify([{ step_id: "a", after: [{ step_id: "a" }] }]), now),
+    (e) => JSON.parse(e).error === "invalid_input" && /depends on itself/.test(JSON.parse(e).reason));
+  for (const part of ["extract@0", "extract@1", "transform@0", "transform@1", "load"]) {
+    const doc = JSON.parse(wasm.newPartition("shop", part, "run-1", now));
+    assert.ok(run(new wasm.Operation(wasm.partitionKey("shop", part), JSON.stringify({ create: doc })), store, now).ok);
+  }
+  const scheduleNow = (worker = "w1") => JSON.parse(wasm.schedule(pipeline, JSON.stringify(store.decoded("shop")), now, worker, random()));
+
+  let plan0 = scheduleNow();
+  assert.deepEqual([...plan0.claimable].sort(), ["extract@0", "extract@1"], "only the first step is ready");
+  assert.equal(plan0.status, "pending");
+  const readiness = (s, part) => s.steps.flatMap((st) => st.partitions).find((p) => p.partition === part).readiness;
+  assert.deepEqual(readiness(plan0, "transform@1"), { state: "waiting", on: ["extract@1"], count: 1 }, "aligned: shard 1 waits for shard 1");
+  assert.deepEqual(readiness(plan0, "load"), { state: "waiting", on: ["transform@0", "transform@1"], count: 2 });
+
+  // Claim the best partition: GET + PUT. The session then holds it.
+  const part = plan0.claimable[0];
+  const key = wasm.partitionKey("shop", part);
+  const claim = run(new wasm.Operation(key, JSON.stringify({ claim: { worker_id: "w1", write_id: random() } })), store, now);
+  assert.equal(claim.ok.requests, 2);
+  const held = wasm.HolderSession.claimed(key, JSON.stringify(claim.ok), null, now);
+  assert.ok(held.trusts(now) && !held.isReleased());
+  assert.equal(held.heartbeatDue(), now + 10_000);
+  assert.deepEqual(readiness(scheduleNow(), part), { state: "held", worker_id: "w1", until: claim.ok.doc.lease.expires_at });
+  assert.deepEqual(scheduleNow("w1").claimable.at(-1), part, "its own live lease comes last for its holder");
+
+  // A checkpoint is one PUT from the session's document.
+  now += 1000;
+  let before = store.requests;
+  const saved = write(held, store, now, { last_processed_id: "order-100", add_records: 100 });
+  assert.deepEqual(saved.ok, { landed: true, stop: null, requests: 1 });
+  assert.equal(store.requests - before, 1);
+  assert.equal(JSON.parse(held.doc()).records_processed, 100);
+  assert.deepEqual(JSON.parse(held.version()), { e_tag: store.objects.get(key).etag });
+
+  // The next PUT lands but its answer is lost: the core retries, finds its
+  // own write already stored, and counts the records once.
+  now += 1000;
+  store.lose = 1;
+  const lost = write(held, store, now, { last_processed_id: "order-150", add_records: 50 });
+  assert.ok(lost.ok?.landed, JSON.stringify(lost));
+  const stored = JSON.parse(wasm.decodePartition(key, store.objects.get(key).body));
+  assert.equal(stored.records_processed, 150, "counted once");
+  assert.equal(JSON.parse(held.doc()).last_processed_id, "order-150");
+
+  // A short-lived process resumes the session from a fresh read; anyone else is fenced.
+  const [object, bytes] = store.perform({ get: { key } });
+  const docJson = wasm.decodePartition(key, bytes);
+  const resumed = wasm.HolderSession.resume(key, docJson, JSON.stringify(object.object.version), "w1", null, now);
+  assert.equal(JSON.parse(resumed.doc()).records_processed, 150);
+  assert.throws(() => wasm.HolderSession.resume(key, docJson, JSON.stringify(object.object.version), "w2", null, now),
+    (e) => JSON.parse(e).error === "fenced" && JSON.parse(e).holder === "w1");
+
+  // Complete: the aligned shard downstream becomes ready, the rest still waits.
+  now += 1000;
+  const done = write(held, store, now, { add_records: 10 }, "complete");
+  assert.deepEqual(done.ok, { landed: true, stop: null, requests: 1 });
+  assert.ok(held.isReleased() && !held.trusts(now));
+  assert.equal(write(held, store, now, { add_records: 1 }).error.error, "fenced", "a released session writes no more");
+  const shard = part.split("@")[1];
+  const plan1 = scheduleNow("w2");
+  assert.ok(plan1.claimable.includes(`transform@${shard}`), JSON.stringify(plan1.claimable));
+  assert.deepEqual(plan1.frontier, ["extract", "transform"]);
+  assert.equal(plan1.status, "running");
+  assert.equal(readiness(plan1, "load").count, 2);
+
+  // A stop request: the holder's next write is stored, then the lease is released.
+  const other = `extract@${1 - shard}`;
+  const otherKey = wasm.partitionKey("shop", other);
+  const claim2 = run(new wasm.Operation(otherKey, JSON.stringify({ claim: { worker_id: "w2", write_id: random() } })), store, now);
+  const held2 = wasm.HolderSession.claimed(otherKey, JSON.stringify(claim2.ok), null, now);
+  const stop = run(new wasm.Operation(otherKey, JSON.stringify({ request_stop: { worker_id: "w2", requested_by: "operator" } })), store, now);
+  assert.ok(stop.ok.wrote);
+  now += 1000;
+  const stopped = write(held2, store, now, { add_records: 5 });
+  assert.equal(stopped.ok.stop.requested_by, "operator");
+  assert.ok(held2.isReleased());
+  const after = JSON.parse(wasm.decodePartition(otherKey, store.objects.get(otherKey).body));
+  assert.equal(after.records_processed, 5, "the write before the release is kept");
+  assert.ok(after.lease.released_at);
+
+  // The view agrees with the scheduler.
+  const view = JSON.parse(wasm.aggregate(pipeline, JSON.stringify(store.decoded("shop")), now));
+  assert.deepEqual(view.steps.map((s) => [s.step_id, s.after, s.total, s.completed]),
+    [["extract", [], 2, 1], ["transform", ["extract (aligned)"], 2, 0], ["load", ["transform"], 1, 0]]);
+  assert.deepEqual(view.steps[2].partitions[0].readiness, { state: "waiting", on: ["transform@0", "transform@1"], count: 2 });
 });
 
 test("damaged bytes are refused with a typed error", () => {
