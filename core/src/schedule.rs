@@ -264,7 +264,10 @@ pub fn schedule(
         .map(|(id, j)| step_readiness(id, j))
         .collect();
     let all: Vec<&Readiness> = steps.iter().flat_map(|s| &s.partitions).map(|p| &p.readiness).collect();
-    let status = pipeline_status(&all);
+    // Started in this run: claimed at least once (a holder that died, a
+    // retry past its backoff and a release all leave attempts behind).
+    let started = partitions.iter().any(|p| p.pipeline_id == pipeline.pipeline_id && p.run_id == pipeline.run_id && p.attempts > 0);
+    let status = pipeline_status(&all, started);
     let active = |r: &Readiness| matches!(r, Readiness::Ready { .. } | Readiness::Held { .. } | Readiness::Backoff { .. });
     let frontier: Vec<StepId> =
         steps.iter().filter(|s| s.partitions.iter().any(|p| active(&p.readiness))).map(|s| s.step_id.clone()).collect();
@@ -311,7 +314,12 @@ fn judge(
     }
     let (mut blocked, mut waiting) = (Names::default(), Names::default());
     for dep in &plan.after {
-        let Some(up) = judged.get(&dep.step_id) else { continue };
+        // Judged already unless the plan is invalid (an unknown step, a
+        // cycle): an edge is never ignored, the step waits.
+        let Some(up) = judged.get(&dep.step_id) else {
+            waiting.push(alloc::format!("{} (not schedulable: the plan is invalid)", dep.step_id));
+            continue;
+        };
         let upstream: Vec<&(PartitionId, Readiness)> = match dep.kind {
             DependencyKind::Barrier => up.slots.iter().collect(),
             DependencyKind::Aligned => up.by_shard(doc.shard).into_iter().collect(),
@@ -371,7 +379,7 @@ fn step_readiness(step_id: &StepId, judged: Judged) -> StepReadiness {
 }
 
 /// The rule on [`Schedule::status`].
-fn pipeline_status(all: &[&Readiness]) -> StatusKind {
+fn pipeline_status(all: &[&Readiness], started: bool) -> StatusKind {
     let any = |f: &dyn Fn(&Readiness) -> bool| all.iter().any(|r| f(r));
     if any(&|r| matches!(r, Readiness::Failed { .. })) {
         StatusKind::Failed
@@ -381,7 +389,7 @@ fn pipeline_status(all: &[&Readiness]) -> StatusKind {
         StatusKind::Running
     } else if any(&|r| matches!(r, Readiness::Paused)) && !any(&|r| r.is_ready()) {
         StatusKind::Paused
-    } else if any(&|r| r.is_done()) {
+    } else if started || any(&|r| r.is_done()) {
         StatusKind::Running
     } else {
         StatusKind::Pending
