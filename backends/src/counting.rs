@@ -81,6 +81,9 @@ impl ConditionalStore for CountingStore {
         self.bump(3);
         self.inner.delete(key).await
     }
+    async fn written_at(&self, key: &str) -> Result<Option<oxiflow_core::Timestamp>> {
+        self.inner.written_at(key).await
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         self.bump(4);
         self.inner.list(prefix).await

@@ -124,6 +124,9 @@ impl ConditionalStore for FaultyStore {
     async fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key).await
     }
+    async fn written_at(&self, key: &str) -> Result<Option<oxiflow_core::Timestamp>> {
+        self.inner.written_at(key).await
+    }
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         match self.draw(false).await {
             Fault::Before(reason) => Err(self.unavailable(reason)),

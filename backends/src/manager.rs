@@ -99,6 +99,15 @@ pub struct ProbeReport {
     /// Versions returned: ETags (S3, Azure, local) and/or generations (GCS).
     pub etags: bool,
     pub generations: bool,
+    /// How far the store's clock is ahead of ours (negative: behind), in
+    /// milliseconds, measured on the probe's write; absent when the store
+    /// keeps no write times or shares our clock. Object stores keep whole
+    /// seconds, so expect up to ±1,000 ms plus the round trip from a correct
+    /// clock.
+    pub clock_skew_ms: Option<i64>,
+    /// The skew is larger than the configured skew allowance (plus the
+    /// measuring error): leases may be taken over early or late.
+    pub clock_skew_exceeds_allowance: bool,
 }
 
 impl StateManager {
@@ -580,7 +589,14 @@ impl StateManager {
         let store = self.store.as_ref();
         let key = format!("_oxiflow/probe/{:016x}", rand::random::<u64>());
         let unsafe_store = |reason: &str| Error::UnsafeStore { store: store.describe().into(), reason: reason.into() };
+        let before = self.now();
         let v1 = store.put_if_absent(&key, b"probe 1".to_vec()).await?;
+        let after = self.now();
+        // The store's write time against the middle of our send and receive.
+        let clock_skew_ms = store.written_at(&key).await?.map(|t| t.as_millis() - (before.as_millis() + after.as_millis()) / 2);
+        let error_ms = (after.as_millis() - before.as_millis()) / 2 + 1000;
+        let allowance = i64::try_from(self.config.lease.skew_allowance.as_millis()).unwrap_or(i64::MAX);
+        let clock_skew_exceeds_allowance = clock_skew_ms.is_some_and(|s| s.abs() > allowance.saturating_add(error_ms));
         let create_if_absent = match store.put_if_absent(&key, b"probe 2".to_vec()).await {
             Err(Error::AlreadyExists { .. }) => true,
             Ok(_) => false,
@@ -606,6 +622,8 @@ impl StateManager {
             update_if_match,
             etags: v1.e_tag.is_some(),
             generations: v1.version.is_some(),
+            clock_skew_ms,
+            clock_skew_exceeds_allowance,
         })
     }
 }

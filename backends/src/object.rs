@@ -12,7 +12,7 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion};
-use oxiflow_core::{Object, Version};
+use oxiflow_core::{Object, Timestamp, Version};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -270,6 +270,14 @@ impl ConditionalStore for ObjectStoreBackend {
                 Err(Error::MissingBucket { store: self.describe.clone() })
             }
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(classify(self.describe.clone(), &e)),
+        }
+    }
+
+    async fn written_at(&self, key: &str) -> Result<Option<Timestamp>> {
+        match self.inner.head(&self.path(key)?).await {
+            Ok(meta) => Ok(Some(Timestamp::from_millis(meta.last_modified.timestamp_millis()))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(classify(self.describe.clone(), &e)),
         }
     }

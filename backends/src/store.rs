@@ -3,7 +3,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use oxiflow_core::{Object, Version};
+use oxiflow_core::{Object, Timestamp, Version};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -46,4 +46,11 @@ pub trait ConditionalStore: Send + Sync + fmt::Debug {
     /// Keys under `prefix`, relative to the store root, sorted, each with
     /// its version where the listing gives it.
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>>;
+
+    /// When the store's own clock says `key` was last written, for
+    /// comparing it with ours (`oxiflow doctor`). `None` when the store
+    /// keeps no such time or shares our clock (the local directory).
+    async fn written_at(&self, _key: &str) -> Result<Option<Timestamp>> {
+        Ok(None)
+    }
 }

@@ -36,5 +36,17 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     println!("create-only  ok (a second If-None-Match: * create was refused)");
     println!("compare-swap ok (an If-Match update with a stale version was refused)");
     println!("versions     {}", if report.probe.generations { "generations" } else { "ETags" });
+    match report.probe.clock_skew_ms {
+        None => println!("clock        the store shares this machine's clock"),
+        Some(skew) if report.probe.clock_skew_exceeds_allowance => println!(
+            "clock        {}",
+            output::warn(&format!(
+                "the store's clock is {skew} ms {} ours, beyond the {:?} skew allowance: fix the clock (NTP) or raise state.skew_allowance",
+                if skew > 0 { "ahead of" } else { "behind" },
+                l.skew_allowance
+            ))
+        ),
+        Some(skew) => println!("clock        within {skew} ms of the store's (object stores keep whole seconds)"),
+    }
     Ok(())
 }
