@@ -33,7 +33,7 @@ const state = {
   token: sessionStorage.getItem(TOKEN_KEY) ?? "",
   /** key → {version, json} (a decoded document's JSON text) or {version, problem}. */
   docs: new Map(),
-  /** pipeline id → {pipeline (parsed doc or null), pipelineJson, partitionsJson, count, problems}; rebuilt only when its documents change. */
+  /** pipeline id → {pipelineJson (or null), partitionsJson, problems}: what the core reads, rebuilt only when its documents change. */
   pipelines: new Map(),
   /** pipeline id → the service's view, painted while the first load of its documents runs. */
   firstViews: new Map(),
@@ -116,8 +116,9 @@ const FIRST_VIEW_FROM = 64;
 /** The service's view of a pipeline, painted while its documents load. Best effort: any failure just waits for them. */
 async function firstView(id) {
   try {
+    const token = state.token;
     const r = await api(`/v1/pipelines/${encodeURIComponent(id)}`);
-    if (!r.ok || state.pipelines.has(id)) return;
+    if (!r.ok || state.pipelines.has(id) || state.token !== token) return;
     state.firstViews.set(id, await r.json());
     $("login").hidden = true;
     render();
@@ -192,10 +193,8 @@ function collect(id) {
     else partitions.push(d.json);
   }
   return {
-    pipeline: pipelineJson && JSON.parse(pipelineJson),
     pipelineJson,
     partitionsJson: `[${partitions.join(",")}]`,
-    count: partitions.length,
     problems,
   };
 }
@@ -209,8 +208,15 @@ async function refresh() {
   }
   state.fetching = true;
   setStatus("loading", state.lastFetch ? "refreshing…" : "loading…");
+  const token = state.token;
+  let again = false;
   try {
     const cost = await refreshDocs();
+    if (state.token !== token) {
+      forget(); // signed out, or in again, meanwhile: what was read belongs to the old token
+      again = true;
+      return;
+    }
     state.lastFetch = Date.now();
     state.refreshes++;
     $("login").hidden = true;
@@ -220,6 +226,10 @@ async function refresh() {
     Object.assign(s.dataset, { refreshes: state.refreshes, requests: cost.requests, fetched: cost.fetched });
     setStatus("ok", `${n} pipeline${n === 1 ? "" : "s"} · updated ${clock(state.lastFetch)} · ${cost.requests} request${cost.requests === 1 ? "" : "s"}, ${cost.fetched} document${cost.fetched === 1 ? "" : "s"} read`);
   } catch (e) {
+    if (state.token !== token) {
+      again = true; // an answer to the old token; ask again with the new one
+      return;
+    }
     if (e instanceof Unauthorized) {
       askForToken(state.token ? `The service refused this token (${e.message}).` : null);
       setStatus("error", "not signed in");
@@ -229,6 +239,7 @@ async function refresh() {
     }
   } finally {
     state.fetching = false;
+    if (again) refresh();
   }
 }
 
@@ -348,11 +359,11 @@ const LEGEND = [
 
 /** The core's view at `now` (readiness and lease states depend on the time); while the first load runs, the service's. */
 function viewOf(id, loaded, now) {
-  if (loaded) return loaded.pipeline ? JSON.parse(core.aggregate(loaded.pipelineJson, loaded.partitionsJson, now)) : null;
+  if (loaded) return loaded.pipelineJson ? JSON.parse(core.aggregate(loaded.pipelineJson, loaded.partitionsJson, now)) : null;
   return state.firstViews.get(id) ?? null;
 }
 
-const NO_DOCUMENTS = { pipeline: null, problems: [] };
+const NO_DOCUMENTS = { pipelineJson: null, problems: [] };
 
 function render() {
   const now = Date.now();
