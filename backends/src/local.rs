@@ -61,29 +61,17 @@ impl LocalDirStore {
     /// Returns how many were removed.
     fn remove_dead_temp_files(&self) -> Result<usize> {
         let mut removed = 0;
-        let mut stack = vec![self.root.clone()];
-        while let Some(d) = stack.pop() {
-            let entries = match fs::read_dir(&d) {
-                Ok(e) => e,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("list", &d)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(io("list", &d))?;
-                let path = entry.path();
-                let name = entry.file_name();
-                let is_temp = name.to_str().is_some_and(|n| n.starts_with('.') && n.ends_with(TEMP_SUFFIX));
-                if entry.file_type().map_err(io("stat", &path))?.is_dir() {
-                    stack.push(path);
-                } else if is_temp {
-                    match fs::remove_file(&path) {
-                        Ok(()) => removed += 1,
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => return Err(io("remove dead temp file", &path)(e)),
-                    }
-                }
+        walk_files(&self.root, |name, path| {
+            if !(name.starts_with('.') && name.ends_with(TEMP_SUFFIX)) {
+                return Ok(());
             }
-        }
+            match fs::remove_file(path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io("remove dead temp file", path)(e)),
+            }
+            Ok(())
+        })?;
         if removed > 0 {
             tracing::info!(removed, store = self.describe, "removed temp files left by writers that died");
         }
@@ -152,41 +140,49 @@ impl LocalDirStore {
     /// on a local disk is cheap next to decoding it.
     fn list_sync(&self, prefix: &str) -> Result<Vec<Listed>> {
         let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
-        let start = self.root.join(dir);
         let mut keys = Vec::new();
-        let mut stack = vec![start];
-        while let Some(d) = stack.pop() {
-            let entries = match fs::read_dir(&d) {
-                Ok(e) => e,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                Err(e) => return Err(io("list", &d)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(io("list", &d))?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if name.starts_with('.') {
-                    continue; // the lock and temp files
-                }
-                let path = entry.path();
-                if entry.file_type().map_err(io("stat", &path))?.is_dir() {
-                    stack.push(path);
-                } else if let Ok(rel) = path.strip_prefix(&self.root) {
-                    let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                    if key.starts_with(prefix) {
-                        // A file removed since the directory was read is not listed.
-                        match fs::read(&path) {
-                            Ok(body) => keys.push(Listed { key, version: Some(etag(&body)) }),
-                            Err(e) if e.kind() == ErrorKind::NotFound => {}
-                            Err(e) => return Err(io("read", &path)(e)),
-                        }
-                    }
+        walk_files(&self.root.join(dir), |name, path| {
+            if name.starts_with('.') {
+                return Ok(()); // the lock and temp files
+            }
+            let Ok(rel) = path.strip_prefix(&self.root) else { return Ok(()) };
+            let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            if key.starts_with(prefix) {
+                // A file removed since the directory was read is not listed.
+                match fs::read(path) {
+                    Ok(body) => keys.push(Listed { key, version: Some(etag(&body)) }),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io("read", path)(e)),
                 }
             }
-        }
+            Ok(())
+        })?;
         keys.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(keys)
     }
+}
+
+/// Calls `visit(name, path)` for every file under `root` (a missing `root`
+/// has none).
+fn walk_files(root: &Path, mut visit: impl FnMut(&str, &Path) -> Result<()>) -> Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("list", &d)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io("list", &d))?;
+            let path = entry.path();
+            if entry.file_type().map_err(io("stat", &path))?.is_dir() {
+                stack.push(path);
+            } else if let Some(name) = entry.file_name().to_str() {
+                visit(name, &path)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs blocking file work off the async runtime.
