@@ -18,6 +18,36 @@
 //!       "respond": { "written": { "e_tag": "\"b\"" } } } ],
 //!   "outcome": { "ok": { "wrote": true, "requests": 2, "doc": { "version": 2 } } } }
 //! ```
+//!
+//! A file's `kind` says what its vectors script (absent: `"update"`, the
+//! format above):
+//!
+//! - `"schedule"`: the scheduler. Each vector lists partition documents
+//!   (merged over `base`), the pipeline document (the file's `pipeline`, with
+//!   the vector's `pipeline` fields merged over it), `now`, the asking
+//!   `worker` and `random`; `expect` lists fields of the serialized
+//!   [`crate::Schedule`] that must be equal (`status`, `current_step`,
+//!   `frontier`, `claimable` in order), and `readiness` (partition → its
+//!   exact serialized [`crate::Readiness`]), `steps` (step → fields of its
+//!   [`crate::StepReadiness`]), `claimable_any_order` and `finished`.
+//! - `"session"`: a holder [`crate::Session`], started from a landed claim
+//!   (`start.claimed`) or a fresh read (`start.resume`, perhaps refused), then
+//!   `calls`: each `begin`s a write (`progress`, `finish`, `write_id`) at
+//!   `now`, plays its exchanges like an update vector, and expects its
+//!   `outcome` (`ok`: `landed`, `stop`, `requests`; or `error`) — or, with
+//!   `abandon`, drops the write mid-flight — then checks the session `after`
+//!   it: `unresolved`, `released`, `doc`, `e_tag`, `trusts` at given times,
+//!   `heartbeat_due`.
+//!
+//! ```json
+//! { "kind": "session", "key": "…", "base": { … },
+//!   "vectors": [ { "name": "checkpoint: one PUT",
+//!     "start": { "claimed": { "now": 5000, "e_tag": "\"b\"", "doc": { … } } },
+//!     "calls": [ { "begin": { "write_id": 12, "progress": { "add_records": 5 } }, "now": 6000,
+//!       "exchanges": [ { "expect": { "put_if_match": { "e_tag": "\"b\"", "doc": {} } }, "respond": { "written": { "e_tag": "\"c\"" } } } ],
+//!       "outcome": { "ok": { "landed": true, "stop": null, "requests": 1 } },
+//!       "after": { "unresolved": false, "e_tag": "\"c\"" } } ] } ] }
+//! ```
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -26,9 +56,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::codec;
-use crate::doc::PartitionDoc;
+use crate::doc::{PartitionDoc, PipelineDoc};
+use crate::id::WorkerId;
 use crate::ops::{Claim, Create, Operator, RequestStop, Write};
 use crate::protocol::{Action, Committed, Config, Drive, Mutation, Object, Request, Response, Update, Version};
+use crate::schedule::schedule;
+use crate::session::{Session, Written};
+use crate::step::{Finish, Progress};
 use crate::time::Timestamp;
 
 /// A file of vectors sharing one base document and config.
@@ -120,13 +154,40 @@ pub enum Outcome {
     Error(Map<String, Value>),
 }
 
-/// Runs every vector of a file; the error names the vector and what differed.
+/// Runs every vector of a file, of any `kind`; the error names the vector
+/// and what differed.
 pub fn run_file(json: &str) -> Result<usize, String> {
-    let file: VectorFile = serde_json::from_str(json).map_err(|e| alloc::format!("vector file does not parse: {e}"))?;
-    for v in &file.vectors {
-        run(&file, v).map_err(|e| alloc::format!("vector {:?}: {e}", v.name))?;
+    let value: Value = serde_json::from_str(json).map_err(|e| alloc::format!("vector file does not parse: {e}"))?;
+    let kind = match value.get("kind") {
+        None => String::from("update"),
+        Some(Value::String(kind)) => kind.clone(),
+        Some(other) => return Err(alloc::format!("vector file kind must be a string, found {other}")),
+    };
+    let parse = |e: serde_json::Error| alloc::format!("{kind} vector file does not parse: {e}");
+    match kind.as_str() {
+        "update" => {
+            let file: VectorFile = serde_json::from_value(value).map_err(parse)?;
+            for v in &file.vectors {
+                run(&file, v).map_err(|e| alloc::format!("vector {:?}: {e}", v.name))?;
+            }
+            Ok(file.vectors.len())
+        }
+        "schedule" => {
+            let file: ScheduleFile = serde_json::from_value(value).map_err(parse)?;
+            for v in &file.vectors {
+                run_schedule(&file, v).map_err(|e| alloc::format!("schedule vector {:?}: {e}", v.name))?;
+            }
+            Ok(file.vectors.len())
+        }
+        "session" => {
+            let file: SessionFile = serde_json::from_value(value).map_err(parse)?;
+            for v in &file.vectors {
+                run_session(&file, v).map_err(|e| alloc::format!("session vector {:?}: {e}", v.name))?;
+            }
+            Ok(file.vectors.len())
+        }
+        other => Err(alloc::format!("unknown vector file kind {other:?}: expected update, schedule or session")),
     }
-    Ok(file.vectors.len())
 }
 
 fn run(file: &VectorFile, v: &Vector) -> Result<(), String> {
@@ -175,10 +236,14 @@ fn drive<M: Mutation<Doc = PartitionDoc>>(file: &VectorFile, v: &Vector, mutatio
 }
 
 fn response(file: &VectorFile, r: &Respond, config: &Config) -> Result<Response, String> {
+    respond(&file.key, &file.base, r, config)
+}
+
+fn respond(key: &str, base: &Map<String, Value>, r: &Respond, config: &Config) -> Result<Response, String> {
     Ok(match r {
         Respond::Object(None) => Response::Object(None),
         Respond::Object(Some(stored)) => {
-            let body = codec::encode(&file.key, &merge(&file.base, &stored.doc)?, &config.limits).map_err(|e| e.to_string())?;
+            let body = codec::encode(key, &merge(base, &stored.doc)?, &config.limits).map_err(|e| e.to_string())?;
             Response::Object(Some(Object { body, version: etag(&stored.e_tag) }))
         }
         Respond::Raw(text) => Response::Object(Some(Object { body: text.as_bytes().to_vec(), version: etag("\"raw\"") })),
@@ -189,7 +254,7 @@ fn response(file: &VectorFile, r: &Respond, config: &Config) -> Result<Response,
     })
 }
 
-fn check_action(key: &str, action: &Action<Committed<PartitionDoc>>, expect: &Expect, config: &Config) -> Result<(), String> {
+fn check_action<T: core::fmt::Debug>(key: &str, action: &Action<T>, expect: &Expect, config: &Config) -> Result<(), String> {
     let body_doc = |body: &[u8]| -> Result<Value, String> {
         let doc: PartitionDoc =
             codec::decode(key, body, &config.limits).map_err(|e| alloc::format!("driver wrote an undecodable body: {e}"))?;
@@ -209,7 +274,7 @@ fn check_action(key: &str, action: &Action<Committed<PartitionDoc>>, expect: &Ex
     }
 }
 
-fn describe(action: &Action<Committed<PartitionDoc>>) -> String {
+fn describe<T: core::fmt::Debug>(action: &Action<T>) -> String {
     match action {
         Action::Send(Request::Get { key }) => alloc::format!("get {key}"),
         Action::Send(Request::PutIfAbsent { key, .. }) => alloc::format!("put_if_absent {key}"),
@@ -246,4 +311,322 @@ fn check_outcome(result: Result<Committed<PartitionDoc>, crate::Error>, outcome:
         }
         (result, outcome) => Err(alloc::format!("outcome {result:?}, expected {outcome:?}")),
     }
+}
+
+// ------------------------------------------------------------- schedule ----
+
+/// A file of scheduler vectors (`kind: "schedule"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleFile {
+    pub kind: String,
+    #[serde(default)]
+    pub about: Option<String>,
+    /// Fields every partition document shares.
+    pub base: Map<String, Value>,
+    /// The pipeline document; a vector's `pipeline` fields are merged over it.
+    pub pipeline: Map<String, Value>,
+    #[serde(default)]
+    pub config: Config,
+    pub vectors: Vec<ScheduleVector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleVector {
+    pub name: String,
+    #[serde(default)]
+    pub pipeline: Map<String, Value>,
+    #[serde(default)]
+    pub config: Option<Config>,
+    /// Each merged over the file's `base`.
+    pub partitions: Vec<Map<String, Value>>,
+    pub now: i64,
+    #[serde(default)]
+    pub worker: Option<WorkerId>,
+    #[serde(default)]
+    pub random: u64,
+    /// Fields of the serialized schedule, plus `readiness`, `steps`,
+    /// `claimable_any_order` and `finished` (see the module docs).
+    pub expect: Map<String, Value>,
+}
+
+fn run_schedule(file: &ScheduleFile, v: &ScheduleVector) -> Result<(), String> {
+    let config = v.config.unwrap_or(file.config);
+    let mut pipeline = file.pipeline.clone();
+    pipeline.extend(v.pipeline.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let pipeline: PipelineDoc =
+        serde_json::from_value(Value::Object(pipeline)).map_err(|e| alloc::format!("pipeline document does not parse: {e}"))?;
+    let partitions = v.partitions.iter().map(|p| merge(&file.base, p)).collect::<Result<Vec<_>, _>>()?;
+    let plan =
+        schedule(&pipeline, &partitions, Timestamp::from_millis(v.now), v.worker.as_ref(), &config.lease, &config.schedule, v.random);
+    let actual = serde_json::to_value(&plan).map_err(|e| e.to_string())?;
+    let by_name = |list: &str, field: &str, name: &str| -> Option<Value> {
+        actual.get(list)?.as_array()?.iter().find(|x| x.get(field).and_then(Value::as_str) == Some(name)).cloned()
+    };
+    for (key, want) in &v.expect {
+        match key.as_str() {
+            "readiness" => {
+                for (partition, want) in object(want, "readiness")? {
+                    let got = actual["steps"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| s["partitions"].as_array())
+                        .flatten()
+                        .find(|p| p["partition"].as_str() == Some(partition.as_str()))
+                        .map(|p| &p["readiness"])
+                        .ok_or_else(|| alloc::format!("{partition} is not in the schedule"))?;
+                    if got != want {
+                        return Err(alloc::format!("readiness of {partition} is {got}, expected {want}"));
+                    }
+                }
+            }
+            "steps" => {
+                for (step, want) in object(want, "steps")? {
+                    let got = by_name("steps", "step_id", step).ok_or_else(|| alloc::format!("step {step} is not in the schedule"))?;
+                    subset(object(want, "a step")?, &got).map_err(|e| alloc::format!("step {step}: {e}"))?;
+                }
+            }
+            "claimable_any_order" => {
+                let sorted = |v: &Value| {
+                    let mut names: Vec<String> = v.as_array().into_iter().flatten().filter_map(Value::as_str).map(String::from).collect();
+                    names.sort();
+                    names
+                };
+                if sorted(&actual["claimable"]) != sorted(want) {
+                    return Err(alloc::format!("claimable is {}, expected {want} in any order", actual["claimable"]));
+                }
+            }
+            "finished" => {
+                if Value::Bool(plan.is_finished()) != *want {
+                    return Err(alloc::format!("finished is {}, expected {want}", plan.is_finished()));
+                }
+            }
+            field => {
+                let got = actual.get(field).ok_or_else(|| alloc::format!("the schedule has no field {field:?}"))?;
+                if got != want {
+                    return Err(alloc::format!("{field} is {got}, expected {want}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>, String> {
+    value.as_object().ok_or_else(|| alloc::format!("{what} must be an object, found {value}"))
+}
+
+// -------------------------------------------------------------- session ----
+
+/// A file of holder-session vectors (`kind: "session"`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    pub kind: String,
+    #[serde(default)]
+    pub about: Option<String>,
+    pub key: String,
+    pub base: Map<String, Value>,
+    #[serde(default)]
+    pub config: Config,
+    pub vectors: Vec<SessionVector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionVector {
+    pub name: String,
+    #[serde(default)]
+    pub config: Option<Config>,
+    pub start: SessionStart,
+    #[serde(default)]
+    pub calls: Vec<SessionCall>,
+}
+
+/// How the session begins.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SessionStart {
+    /// A claim landed, storing `doc` as `e_tag` at `now`.
+    Claimed { doc: Map<String, Value>, e_tag: String, now: i64 },
+    /// `worker_id` resumes from a fresh read ([`Session::resume`]); `error`:
+    /// the fields of the refusal expected.
+    Resume {
+        doc: Map<String, Value>,
+        e_tag: String,
+        worker_id: WorkerId,
+        now: i64,
+        #[serde(default)]
+        error: Option<Map<String, Value>>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionCall {
+    pub begin: Begin,
+    /// When the write begins; the exchanges' `now` default to it.
+    pub now: i64,
+    #[serde(default)]
+    pub exchanges: Vec<Exchange>,
+    /// Absent only with `abandon`.
+    #[serde(default)]
+    pub outcome: Option<SessionOutcome>,
+    /// The driver is dropped after the exchanges, the write unfinished.
+    #[serde(default)]
+    pub abandon: bool,
+    #[serde(default)]
+    pub after: Option<SessionAfter>,
+}
+
+/// The arguments of [`Session::begin`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Begin {
+    #[serde(default)]
+    pub progress: Progress,
+    #[serde(default)]
+    pub finish: Option<Finish>,
+    pub write_id: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionOutcome {
+    Ok {
+        landed: bool,
+        /// The stop request honoured, or null.
+        #[serde(default)]
+        stop: Value,
+        requests: u32,
+    },
+    /// Fields of the serialized [`crate::Error`].
+    Error(Map<String, Value>),
+}
+
+/// What the session knows after a call; only the fields listed are checked.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionAfter {
+    #[serde(default)]
+    pub unresolved: Option<bool>,
+    #[serde(default)]
+    pub released: Option<bool>,
+    /// Fields of the document as last known stored.
+    #[serde(default)]
+    pub doc: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub e_tag: Option<String>,
+    /// `[now, trusted]` pairs for [`Session::trusts`].
+    #[serde(default)]
+    pub trusts: Vec<(i64, bool)>,
+    #[serde(default)]
+    pub heartbeat_due: Option<i64>,
+}
+
+fn run_session(file: &SessionFile, v: &SessionVector) -> Result<(), String> {
+    let config = v.config.unwrap_or(file.config);
+    let mut session = match &v.start {
+        SessionStart::Claimed { doc, e_tag, now } => {
+            let claim = Committed { doc: merge(&file.base, doc)?, version: etag(e_tag), wrote: true, requests: 2 };
+            Session::claimed(&file.key, claim, config, Timestamp::from_millis(*now))
+        }
+        SessionStart::Resume { doc, e_tag, worker_id, now, error } => {
+            let resumed = Session::resume(&file.key, merge(&file.base, doc)?, etag(e_tag), worker_id, config, Timestamp::from_millis(*now));
+            match (resumed, error) {
+                (Ok(session), None) => session,
+                (Err(e), Some(fields)) => {
+                    subset(fields, &serde_json::to_value(&e).map_err(|e| e.to_string())?)
+                        .map_err(|m| alloc::format!("resume: {e}: {m}"))?;
+                    return if v.calls.is_empty() { Ok(()) } else { Err("calls after a refused resume".into()) };
+                }
+                (Ok(_), Some(_)) => return Err("resume succeeded, expected a refusal".into()),
+                (Err(e), None) => return Err(alloc::format!("resume refused: {e}")),
+            }
+        }
+    };
+    for (i, call) in v.calls.iter().enumerate() {
+        session_call(&file.key, &file.base, &mut session, call, &config).map_err(|e| alloc::format!("call {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn session_call(key: &str, base: &Map<String, Value>, session: &mut Session, call: &SessionCall, config: &Config) -> Result<(), String> {
+    let mut now = call.now;
+    let b = &call.begin;
+    let mut action = session.begin(b.progress.clone(), b.finish.clone(), b.write_id, Timestamp::from_millis(now));
+    for (i, x) in call.exchanges.iter().enumerate() {
+        let at = |e: String| alloc::format!("exchange {i}: {e}");
+        check_action(key, &action, &x.expect, config).map_err(at)?;
+        now = x.now.unwrap_or(now);
+        let t = Timestamp::from_millis(now);
+        action = match (&action, &x.respond) {
+            (Action::Sleep(_), None) => session.wake(t),
+            (Action::Send(_), Some(r)) => session.handle(respond(key, base, r, config).map_err(at)?, t, x.random),
+            // The request is sent and never answered: the driver is dropped.
+            (Action::Send(_), None) if call.abandon && i + 1 == call.exchanges.len() => break,
+            _ => return Err(at("a request needs `respond` (but the last one of an abandoned call), a sleep must not have one".into())),
+        };
+    }
+    match (action, &call.outcome, call.abandon) {
+        (Action::Done(result), Some(outcome), false) => check_written(result, outcome)?,
+        (Action::Send(_) | Action::Sleep(_), None, true) => {}
+        (action, _, true) => {
+            return Err(alloc::format!("an abandoned write must be unfinished, and have no outcome; it is {}", describe(&action)))
+        }
+        (Action::Done(result), None, false) => return Err(alloc::format!("the call needs an outcome; it ended in {result:?}")),
+        (action, _, false) => return Err(alloc::format!("the session is not done after the exchanges; it wants {}", describe(&action))),
+    }
+    if let Some(after) = &call.after {
+        check_after(session, after).map_err(|e| alloc::format!("after: {e}"))?;
+    }
+    Ok(())
+}
+
+fn check_written(result: Result<Written, crate::Error>, outcome: &SessionOutcome) -> Result<(), String> {
+    match (result, outcome) {
+        (Ok(w), SessionOutcome::Ok { landed, stop, requests }) => {
+            let got_stop = serde_json::to_value(&w.stop).map_err(|e| e.to_string())?;
+            if w.landed != *landed || got_stop != *stop || w.requests != *requests {
+                return Err(alloc::format!(
+                    "outcome landed={} stop={got_stop} requests={}, expected landed={landed} stop={stop} requests={requests}",
+                    w.landed,
+                    w.requests
+                ));
+            }
+            Ok(())
+        }
+        (Err(e), SessionOutcome::Error(fields)) => {
+            subset(fields, &serde_json::to_value(&e).map_err(|e| e.to_string())?).map_err(|m| alloc::format!("error {e}: {m}"))
+        }
+        (result, outcome) => Err(alloc::format!("outcome {result:?}, expected {outcome:?}")),
+    }
+}
+
+fn check_after(session: &Session, after: &SessionAfter) -> Result<(), String> {
+    let same = |what: &str, got: bool, want: Option<bool>| match want {
+        Some(want) if want != got => Err(alloc::format!("{what} is {got}, expected {want}")),
+        _ => Ok(()),
+    };
+    same("unresolved", session.is_unresolved(), after.unresolved)?;
+    same("released", session.is_released(), after.released)?;
+    if let Some(doc) = &after.doc {
+        subset(doc, &serde_json::to_value(session.doc()).map_err(|e| e.to_string())?).map_err(|e| alloc::format!("doc: {e}"))?;
+    }
+    if let Some(e_tag) = &after.e_tag {
+        if session.version().e_tag.as_deref() != Some(e_tag.as_str()) {
+            return Err(alloc::format!("e_tag is {:?}, expected {e_tag:?}", session.version().e_tag));
+        }
+    }
+    for &(now, want) in &after.trusts {
+        same(&alloc::format!("trusts at {now}"), session.trusts(Timestamp::from_millis(now)), Some(want))?;
+    }
+    if let Some(due) = after.heartbeat_due {
+        if session.heartbeat_due() != Timestamp::from_millis(due) {
+            return Err(alloc::format!("heartbeat due at {}, expected {due}", session.heartbeat_due().as_millis()));
+        }
+    }
+    Ok(())
 }

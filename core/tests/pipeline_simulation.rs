@@ -64,6 +64,7 @@ mod seen {
     pub static CRASHES: AtomicU64 = AtomicU64::new(0);
     pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
     pub static FENCED: AtomicU64 = AtomicU64::new(0);
+    pub static LANDED_THEN_TAKEN_TWICE: AtomicU64 = AtomicU64::new(0);
     pub static STOPS: AtomicU64 = AtomicU64::new(0);
     pub static RETRYABLE_FAILURES: AtomicU64 = AtomicU64::new(0);
     pub static PERMANENT_FAILURES: AtomicU64 = AtomicU64::new(0);
@@ -204,6 +205,8 @@ struct Store {
     upstream: BTreeMap<String, Vec<String>>,
     /// Partition key → ids of the writes (claims included) that landed on it.
     landed: BTreeMap<String, BTreeSet<u64>>,
+    /// Partition key → claims landed on it.
+    claims: BTreeMap<String, u64>,
 }
 
 impl Store {
@@ -227,7 +230,7 @@ impl Store {
 
     fn land(&mut self, key: String, body: Vec<u8>) -> Response {
         let new = decode(&key, &body);
-        if let Some((_, _, old)) = self.objects.get(&key) {
+        if let Some(old) = self.objects.get(&key).map(|(_, _, d)| d.clone()) {
             assert!(
                 !matches!(old.status, StepStatus::Completed { .. }),
                 "a write landed on the completed partition {key}: {:?} -> {:?}",
@@ -254,8 +257,9 @@ impl Store {
 
     /// The property: at the instant a claim lands, every upstream partition
     /// is Completed in this run.
-    fn claim_landed(&self, key: &str, old: Option<&Lease>, new: &Lease) {
+    fn claim_landed(&mut self, key: &str, old: Option<&Lease>, new: &Lease) {
         seen::one(&seen::CLAIMS);
+        *self.claims.entry(key.to_string()).or_default() += 1;
         let upstream = &self.upstream[key];
         for up in upstream {
             let doc = self.objects.get(up).map(|(_, _, d)| d);
@@ -290,7 +294,7 @@ struct Worker {
     claim: Option<Update<Claim<PartitionDoc>>>,
     session: Option<Session>,
     /// The write id of the session write in progress.
-    writing: Option<(u64, Intent)>,
+    writing: Option<(u64, Intent, u64)>,
     in_flight: Option<Request>,
     sleeping: bool,
     /// A stop request was honoured but its release is unresolved: settle it.
@@ -357,7 +361,7 @@ impl Sim {
             }
         }
         let config = config(mode.max_attempts());
-        let mut store = Store { objects: BTreeMap::new(), next_etag: 0, upstream, landed: BTreeMap::new() };
+        let mut store = Store { objects: BTreeMap::new(), next_etag: 0, upstream, landed: BTreeMap::new(), claims: BTreeMap::new() };
         for (key, p) in &partitions {
             let doc = PartitionDoc::new(pipeline.pipeline_id.clone(), p.clone(), pipeline.run_id.clone(), Timestamp::from_millis(0));
             let committed = run_to_end(&mut store, Update::new(key, Create(doc), config), Timestamp::from_millis(0));
@@ -552,7 +556,8 @@ impl Sim {
         if session.is_unresolved() {
             seen::one(&seen::REPLAYS);
         }
-        worker.writing = Some((write_id, intent));
+        let claims = self.store.claims.get(session.key()).copied().unwrap_or(0);
+        worker.writing = Some((write_id, intent, claims));
         OpAction::Write(session.begin(progress, finish, write_id, now))
     }
 
@@ -575,8 +580,26 @@ impl Sim {
                 }
             }
             OpAction::Write(Action::Done(result)) => {
-                let (write_id, intent) = worker.writing.take().expect("a session write in progress");
+                let (write_id, intent, claims_before) = worker.writing.take().expect("a session write in progress");
                 let session = worker.session.as_ref().expect("a session");
+                let claims_since = self.store.claims.get(session.key()).copied().unwrap_or(0) - claims_before;
+                // An outcome never calls a landed write fenced, nor a write
+                // that did not land landed. One exception, counted: the lease
+                // remembers one previous holder, so after two claims since
+                // the write began its landing cannot be seen any more.
+                let did_land = self.store.landed.values().any(|ids| ids.contains(&write_id));
+                match &result {
+                    Ok(w) => assert_eq!(w.landed, did_land, "{} write {write_id} ({intent:?}) reported landed={}", worker.id, w.landed),
+                    Err(Error::Fenced { .. }) if did_land && claims_since >= 2 => seen::one(&seen::LANDED_THEN_TAKEN_TWICE),
+                    Err(Error::Fenced { .. }) => {
+                        assert!(
+                            !did_land,
+                            "{} write {write_id} ({intent:?}) landed but was reported fenced; {claims_since} claims since",
+                            worker.id
+                        )
+                    }
+                    Err(_) => {}
+                }
                 match result {
                     Ok(written) => {
                         if written.landed {
@@ -830,13 +853,14 @@ fn pipelines_run_in_order_and_finish() {
         get(&OWN_RECLAIMS),
     );
     println!(
-        "pipeline simulation: {} lost responses, {} dropped requests, {} replays, {} crashes, {} abandoned writes, {} fenced, {} stops honoured",
+        "pipeline simulation: {} lost responses, {} dropped requests, {} replays, {} crashes, {} abandoned writes, {} fenced ({} of them landed before two claims: see session.rs), {} stops honoured",
         get(&LOST_RESPONSES),
         get(&DROPPED_REQUESTS),
         get(&REPLAYS),
         get(&CRASHES),
         get(&ABANDONED),
         get(&FENCED),
+        get(&LANDED_THEN_TAKEN_TWICE),
         get(&STOPS),
     );
     println!(
