@@ -35,7 +35,8 @@
 //!   `calls`: each `begin`s a write (`progress`, `finish`, `write_id`) at
 //!   `now`, plays its exchanges like an update vector, and expects its
 //!   `outcome` (`ok`: `landed`, `stop`, `requests`; or `error`) — or, with
-//!   `abandon`, drops the write mid-flight — then checks the session `after`
+//!   `abandon` (its last request sent, never answered), drops the write
+//!   mid-flight — then checks the session `after`
 //!   it: `unresolved`, `released`, `doc`, `e_tag`, `trusts` at given times,
 //!   `heartbeat_due`.
 //!
