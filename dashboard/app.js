@@ -320,7 +320,7 @@ function readinessText(r, now) {
     case "paused":
       return "paused";
     case "failed":
-      return `failed for good after ${r.attempts} attempt${r.attempts === 1 ? "" : "s"}: ${r.error}`;
+      return `failed for good after ${r.failures} failure${r.failures === 1 ? "" : "s"}: ${r.error}`;
     case "held":
       return `held by ${r.worker_id}, ${r.until > now ? `for ${span(r.until - now)}` : "overdue"}`;
     case "blocked":
@@ -328,7 +328,7 @@ function readinessText(r, now) {
     case "waiting":
       return `waits on ${more(r.on, r.count)}`;
     case "backoff":
-      return `retry ${r.until > now ? `in ${span(r.until - now)}` : "now"} (after ${r.attempts} attempt${r.attempts === 1 ? "" : "s"})`;
+      return `retry ${r.until > now ? `in ${span(r.until - now)}` : "now"} (after ${r.failures} failure${r.failures === 1 ? "" : "s"})`;
     case "missing":
       return "missing: the plan expects it, the store has no document";
     default:

@@ -57,11 +57,11 @@ pub fn readiness(r: &oxiflow_core::Readiness, now: oxiflow_core::Timestamp) -> S
         R::Completed => "completed".into(),
         R::OtherRun => "older run".into(),
         R::Paused => warn("paused"),
-        R::Failed { error, attempts } => style(format!("failed after {attempts} attempt(s): {error}")).red().to_string(),
+        R::Failed { error, failures } => style(format!("failed for good ({failures} failure(s)): {error}")).red().to_string(),
         R::Held { worker_id, until } => format!("held by {worker_id} until {}", relative(*until, now)),
         R::Blocked { by, count } => style(format!("blocked by {}", names(by, *count))).red().to_string(),
         R::Waiting { on, count } => format!("waits on {}", names(on, *count)),
-        R::Backoff { until, attempts } => warn(&format!("retry {} (attempt {})", relative(*until, now), attempts + 1)),
+        R::Backoff { until, failures } => warn(&format!("retry {} ({failures} failure(s) so far)", relative(*until, now))),
         R::Missing => warn("missing"),
     }
 }

@@ -182,6 +182,10 @@ pub struct PartitionDoc {
     pub worker_id: Option<WorkerId>,
     /// Claims in this run.
     pub attempts: u32,
+    /// Failed attempts in this run: retry backoff and `max_attempts` count
+    /// these, not takeovers or releases.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: u32,
     pub errors: ErrorLog,
     /// Small user fields, bounded by [`Limits`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -239,6 +243,7 @@ impl PartitionDoc {
             last_heartbeat: None,
             worker_id: None,
             attempts: 0,
+            failures: 0,
             errors: ErrorLog::default(),
             extra: BTreeMap::new(),
             lease: None,
@@ -349,6 +354,10 @@ impl Document for PartitionDoc {
         }
         check_extra(&self.extra, limits)
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 pub(crate) fn check_len(field: &str, value: &str, max: usize) -> Result<(), String> {

@@ -9,7 +9,7 @@
 //! 1. completed in the current run → [`Readiness::Completed`];
 //! 2. still carrying an older run's state → [`Readiness::OtherRun`];
 //! 3. paused → [`Readiness::Paused`];
-//! 4. failed for good (not retryable, or `max_attempts` used up) →
+//! 4. failed for good (not retryable, or failed `max_attempts` times) →
 //!    [`Readiness::Failed`];
 //! 5. a live lease → [`Readiness::Held`];
 //! 6. an upstream partition it depends on failed for good or is blocked →
@@ -49,8 +49,8 @@ pub struct SchedulePolicy {
     /// Longest wait between attempts.
     #[serde(with = "duration_ms", rename = "retry_max_ms")]
     pub retry_max: Duration,
-    /// A partition that failed this many attempts is failed for good until
-    /// an operator resets it.
+    /// A partition whose attempts failed this many times is failed for good
+    /// until an operator resets it (takeovers and releases do not count).
     pub max_attempts: u32,
 }
 
@@ -61,9 +61,9 @@ impl Default for SchedulePolicy {
 }
 
 impl SchedulePolicy {
-    /// Wait after failed attempt number `attempts` (1-based).
-    pub fn backoff(&self, attempts: u32) -> Duration {
-        self.retry_base.saturating_mul(1u32 << attempts.saturating_sub(1).min(20)).min(self.retry_max)
+    /// Wait after failure number `failures` (1-based).
+    pub fn backoff(&self, failures: u32) -> Duration {
+        self.retry_base.saturating_mul(1u32 << failures.saturating_sub(1).min(20)).min(self.retry_max)
     }
 }
 
@@ -79,10 +79,11 @@ pub enum Readiness {
     /// Carries an older run's state: a new run has not reached it yet.
     OtherRun,
     Paused,
-    /// Failed for good: an operator must reset it.
+    /// Failed for good: an operator must reset it. `failures`: failed
+    /// attempts in this run.
     Failed {
         error: String,
-        attempts: u32,
+        failures: u32,
     },
     /// Held by a live lease.
     Held {
@@ -99,10 +100,11 @@ pub enum Readiness {
         on: Vec<String>,
         count: usize,
     },
-    /// Failed, retryable; claimable again at `until`.
+    /// Failed, retryable; claimable again at `until` (the wait doubles with
+    /// each of the `failures`).
     Backoff {
         until: Timestamp,
-        attempts: u32,
+        failures: u32,
     },
     /// The plan expects it, the store has no document for it.
     Missing,
@@ -273,7 +275,7 @@ pub fn schedule(
         steps.iter().filter(|s| s.partitions.iter().any(|p| active(&p.readiness))).map(|s| s.step_id.clone()).collect();
     let topo_first = |pick: &dyn Fn(&StepId) -> bool| plans.iter().map(|p| &p.step_id).find(|s| pick(s)).cloned();
     let current_step = match status {
-        StatusKind::Completed => plans.last().map(|p| p.step_id.clone()),
+        StatusKind::Completed => order.last().map(|&i| pipeline.steps[i].step_id.clone()),
         _ => topo_first(&|s| frontier.contains(s)).or_else(|| {
             let stuck = |s: &StepId| steps.iter().any(|st| &st.step_id == s && st.partitions.iter().any(|p| !p.readiness.is_done()));
             topo_first(&stuck)
@@ -300,12 +302,12 @@ fn judge(
     if doc.run_id != pipeline.run_id {
         return held.unwrap_or(Readiness::OtherRun);
     }
-    let attempts = doc.attempts;
+    let failures = doc.failures;
     match &doc.status {
         StepStatus::Completed { .. } => return Readiness::Completed,
         StepStatus::Paused => return Readiness::Paused,
-        StepStatus::Failed { error, retryable, .. } if !retryable || attempts >= policy.max_attempts => {
-            return Readiness::Failed { error: error.clone(), attempts };
+        StepStatus::Failed { error, retryable, .. } if !retryable || failures >= policy.max_attempts => {
+            return Readiness::Failed { error: error.clone(), failures };
         }
         _ => {}
     }
@@ -342,9 +344,9 @@ fn judge(
         return Readiness::Waiting { on: waiting.names, count: waiting.count };
     }
     if let StepStatus::Failed { failed_at, .. } = &doc.status {
-        let until = failed_at.plus(policy.backoff(attempts));
+        let until = failed_at.plus(policy.backoff(failures));
         if now < until {
-            return Readiness::Backoff { until, attempts };
+            return Readiness::Backoff { until, failures };
         }
     }
     Readiness::Ready { takeover: matches!(lease_status, LeaseStatus::Expired { .. }) }

@@ -245,7 +245,10 @@ impl<D: Work> Session<D> {
     }
 
     fn settle(&mut self, phase: Phase<D>, requests: u32, outcome: Result<Committed<D>, Error>, now: Timestamp) -> Action<Written> {
-        let unknown = matches!(outcome, Err(Error::Unavailable { .. } | Error::Conflict { .. }));
+        // Only a transient failure leaves the outcome unknown: every other
+        // error follows a read that showed the write not stored (a conflict
+        // re-reads, and finds an earlier attempt of ours that landed).
+        let unknown = matches!(outcome, Err(Error::Unavailable { .. }));
         if !unknown {
             self.unresolved = None;
         }

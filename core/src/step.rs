@@ -168,6 +168,7 @@ impl PartitionDoc {
             Finish::Fail { error, retryable } => {
                 let error = truncate(error, limits.max_error_message_bytes);
                 self.push_error(&error, *retryable, worker, now, limits);
+                self.failures = self.failures.saturating_add(1);
                 StepStatus::Failed { error, failed_at: now, retryable: *retryable }
             }
         };
@@ -220,6 +221,7 @@ impl PartitionDoc {
             self.bytes_processed,
             self.processing_time_ms,
             self.attempts,
+            self.failures,
         );
         self.status = StepStatus::Pending;
         self.records_processed = 0;
@@ -227,7 +229,8 @@ impl PartitionDoc {
         self.bytes_processed = 0;
         self.processing_time_ms = 0;
         self.attempts = 0;
-        before != (StepStatus::Pending, 0, 0, 0, 0, 0)
+        self.failures = 0;
+        before != (StepStatus::Pending, 0, 0, 0, 0, 0, 0)
     }
 
     fn push_error(&mut self, message: &str, retryable: bool, worker: &WorkerId, now: Timestamp, limits: &Limits) {

@@ -85,6 +85,8 @@ pub struct PartitionState {
     pub records_failed: u64,
     pub bytes_processed: u64,
     pub attempts: u32,
+    /// Failed attempts in this run.
+    pub failures: u32,
     pub total_errors: u64,
     pub extra: BTreeMap<String, String>,
     pub version: u64,
@@ -233,6 +235,7 @@ pub fn aggregate(pipeline: &PipelineDoc, partitions: &[PartitionDoc], now: Times
                 records_failed: p.records_failed,
                 bytes_processed: p.bytes_processed,
                 attempts: p.attempts,
+                failures: p.failures,
                 total_errors: p.errors.total,
                 extra: p.extra.clone(),
                 version: p.version,

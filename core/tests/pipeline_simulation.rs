@@ -145,7 +145,7 @@ impl Mode {
 }
 
 fn mode() -> impl Strategy<Value = Mode> {
-    prop_oneof![Just(Mode::RetryOnly), Just(Mode::Permanent), (2..=4u32).prop_map(Mode::Exhaust)]
+    prop_oneof![Just(Mode::RetryOnly), Just(Mode::Permanent), (1..=3u32).prop_map(Mode::Exhaust)]
 }
 
 // ------------------------------------------------------------ schedules ----
@@ -705,7 +705,7 @@ impl Sim {
             .keys()
             .filter(|k| {
                 let d = self.store.doc(k);
-                matches!(d.status, StepStatus::Failed { retryable, .. } if !retryable || d.attempts >= max)
+                matches!(d.status, StepStatus::Failed { retryable, .. } if !retryable || d.failures >= max)
             })
             .collect();
         // Blocked: depends, directly or through blocked partitions, on a dead one.

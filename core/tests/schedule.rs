@@ -84,11 +84,13 @@ fn completed(d: &mut PartitionDoc) {
     d.attempts = 1;
 }
 
-fn failed(error: &str, retryable: bool, attempts: u32, failed_at: i64) -> impl FnOnce(&mut PartitionDoc) {
+/// Failed at `failed_at` after `failures` failed attempts (and as many claims).
+fn failed(error: &str, retryable: bool, failures: u32, failed_at: i64) -> impl FnOnce(&mut PartitionDoc) {
     let error = error.to_string();
     move |d| {
         d.status = StepStatus::Failed { error, failed_at: at(failed_at), retryable };
-        d.attempts = attempts;
+        d.attempts = failures;
+        d.failures = failures;
     }
 }
 
@@ -251,7 +253,7 @@ fn a_non_retryable_failure_is_failed_for_good_and_fails_the_pipeline() {
     let mut docs = all_pending(&p);
     set(&mut docs, "extract", failed("bad input", false, 1, T0 - 1));
     let s = run(&p, &docs, T0 + 1_000_000, Some("w1"), 1);
-    assert_eq!(readiness(&s, "extract"), &Readiness::Failed { error: "bad input".into(), attempts: 1 });
+    assert_eq!(readiness(&s, "extract"), &Readiness::Failed { error: "bad input".into(), failures: 1 });
     assert_eq!(readiness(&s, "transform"), &blocked(&["extract"]));
     assert_eq!(readiness(&s, "load"), &blocked(&["transform"]), "blocked is transitive: named by the blocked step it waits on");
     assert!(s.claimable.is_empty());
@@ -385,7 +387,7 @@ fn a_retryable_failure_backs_off_doubling_with_attempts_then_is_ready() {
         set(&mut docs, "extract", failed("503", true, attempts, failed_at));
         let until = at(failed_at + wait);
         let s = run(&p, &docs, failed_at + wait - 1, Some("w1"), 1);
-        assert_eq!(readiness(&s, "extract"), &Readiness::Backoff { until, attempts }, "attempt {attempts}");
+        assert_eq!(readiness(&s, "extract"), &Readiness::Backoff { until, failures: attempts }, "attempt {attempts}");
         assert!(s.claimable.is_empty());
         assert_eq!(s.status, StatusKind::Running, "retrying is running");
         assert_eq!(s.frontier, steps(&["extract"]), "a step retrying is on the frontier");
@@ -402,13 +404,17 @@ fn a_retryable_failure_becomes_permanent_at_max_attempts() {
     let mut docs = all_pending(&p);
     set(&mut docs, "extract", failed("503", true, 4, T0));
     let s = run(&p, &docs, T0 + 10_000_000, None, 1);
-    assert_eq!(readiness(&s, "extract"), &Readiness::Failed { error: "503".into(), attempts: 4 });
+    assert_eq!(readiness(&s, "extract"), &Readiness::Failed { error: "503".into(), failures: 4 });
     assert_eq!(readiness(&s, "transform"), &blocked(&["extract"]));
     assert_eq!(s.status, StatusKind::Failed);
     assert!(s.is_finished());
 
-    // One attempt fewer: still retrying.
-    set(&mut docs, "extract", |d| d.attempts = 3);
+    // One failure fewer: still retrying.
+    set(&mut docs, "extract", |d| d.failures = 3);
+    let s = run(&p, &docs, T0 + 10_000_000, None, 1);
+    assert_eq!(readiness(&s, "extract"), &READY);
+    // Claims that did not fail (takeovers, releases) do not count.
+    set(&mut docs, "extract", |d| d.attempts = 40);
     let s = run(&p, &docs, T0 + 10_000_000, None, 1);
     assert_eq!(readiness(&s, "extract"), &READY);
     assert_eq!(s.status, StatusKind::Running);
@@ -428,7 +434,7 @@ fn the_backoff_is_capped_by_retry_max_and_never_overflows() {
     let mut docs = all_pending(&p);
     set(&mut docs, "extract", failed("503", true, 9, T0));
     let s = schedule(&p, &docs, at(T0 + 4_999), None, &lease_config(), &policy, 1);
-    assert_eq!(readiness(&s, "extract"), &Readiness::Backoff { until: at(T0 + 5_000), attempts: 9 });
+    assert_eq!(readiness(&s, "extract"), &Readiness::Backoff { until: at(T0 + 5_000), failures: 9 });
 }
 
 #[test]
@@ -781,7 +787,7 @@ fn readiness_serializes_with_a_state_tag() {
     assert_eq!(json(Readiness::OtherRun), serde_json::json!({ "state": "other_run" }));
     assert_eq!(json(waiting(&["a@0"])), serde_json::json!({ "state": "waiting", "on": ["a@0"], "count": 1 }));
     assert_eq!(
-        json(Readiness::Backoff { until: at(5), attempts: 2 }),
-        serde_json::json!({ "state": "backoff", "until": 5, "attempts": 2 })
+        json(Readiness::Backoff { until: at(5), failures: 2 }),
+        serde_json::json!({ "state": "backoff", "until": 5, "failures": 2 })
     );
 }

@@ -359,6 +359,7 @@ impl Sim {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per worker step; boxing buys nothing here
 enum OpAction {
     Claim(Action<Committed<PartitionDoc>>),
     Write(Action<Written>),

@@ -49,6 +49,8 @@ export interface PartitionDoc {
   last_heartbeat?: Millis;
   worker_id?: string;
   attempts: number;
+  /** Failed attempts in this run (absent: 0). */
+  failures?: number;
   errors: { recent: ErrorRecord[]; total: number };
   extra?: Record<string, string>;
   lease?: Lease;
@@ -109,14 +111,14 @@ export type Readiness =
   | { state: "other_run" }
   | { state: "paused" }
   /** Failed for good: an operator must reset it. */
-  | { state: "failed"; error: string; attempts: number }
+  | { state: "failed"; error: string; failures: number }
   | { state: "held"; worker_id: string; until: Millis }
   /** Upstream failed for good: `by` names up to 8 partitions, `count` says how many. */
   | { state: "blocked"; by: string[]; count: number }
   /** Upstream not completed yet: `on` names up to 8 partitions, `count` says how many. */
   | { state: "waiting"; on: string[]; count: number }
   /** Failed, retryable; claimable again at `until`. */
-  | { state: "backoff"; until: Millis; attempts: number }
+  | { state: "backoff"; until: Millis; failures: number }
   /** The plan expects it; the store has no document for it. */
   | { state: "missing" };
 
@@ -137,6 +139,7 @@ export interface PartitionState {
   records_failed: number;
   bytes_processed: number;
   attempts: number;
+  failures: number;
   total_errors: number;
   extra: Record<string, string>;
   version: number;
