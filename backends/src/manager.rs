@@ -222,7 +222,13 @@ impl StateManager {
     /// unless an operator means to run this partition regardless.
     pub async fn claim(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
         let key = keys::partition_doc(pipeline, partition);
-        let c = self.run(Update::new(&key, Claim::<PartitionDoc>::new(worker.clone(), rand::random()), self.config)).await?;
+        let op = Update::new(&key, Claim::<PartitionDoc>::new(worker.clone(), rand::random()), self.config);
+        self.claimed(key, op).await
+    }
+
+    /// Drives a claim and starts the holder's session on what it stored.
+    async fn claimed(&self, key: String, op: Update<Claim<PartitionDoc>>) -> Result<Claimed> {
+        let c = self.run(op).await?;
         if c.wrote {
             self.keep_history(&c.doc).await?;
         }
@@ -281,14 +287,22 @@ impl StateManager {
     }
 
     /// Claims the best ready partition of the pipeline for `worker`, after
-    /// refreshing `snapshot` (one LIST, plus GETs of what changed). A
-    /// partition someone else claimed first is skipped for the next one.
+    /// refreshing `snapshot` (one LIST, plus GETs of what changed). The claim
+    /// starts from the document just read, so uncontended it is one
+    /// conditional PUT; a partition someone else claimed first is skipped
+    /// for the next one.
     pub async fn claim_next(&self, snapshot: &mut Snapshot, worker: &WorkerId) -> Result<Next> {
         self.refresh(snapshot).await?;
         let pipeline = snapshot.pipeline().expect("a refreshed snapshot has its pipeline").clone();
         let plan = self.schedule(&pipeline, &snapshot.partitions(), Some(worker));
         for partition in &plan.claimable {
-            match self.claim(&pipeline.pipeline_id, partition, worker).await {
+            let key = keys::partition_doc(&pipeline.pipeline_id, partition);
+            let claim = Claim::<PartitionDoc>::new(worker.clone(), rand::random());
+            let op = match snapshot.partition(&key) {
+                Some((doc, version)) => Update::from_cached(&key, claim, self.config, doc.clone(), version.clone()),
+                None => Update::new(&key, claim, self.config),
+            };
+            match self.claimed(key, op).await {
                 Ok(c) => return Ok(Next::Claimed(Box::new(c))),
                 // Lost the race for it (or it changed meanwhile): the next one.
                 Err(Error::Core(

@@ -48,6 +48,11 @@ impl Snapshot {
     pub fn partitions(&self) -> Vec<PartitionDoc> {
         self.partitions.values().map(|(d, _)| d.clone()).collect()
     }
+
+    /// A partition document as last read, with its version.
+    pub fn partition(&self, key: &str) -> Option<&(PartitionDoc, Version)> {
+        self.partitions.get(key)
+    }
 }
 
 impl StateManager {

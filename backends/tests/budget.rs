@@ -1,13 +1,14 @@
 //! Request budgets, counted (not timed): uncontended, a claim is 2 requests,
 //! a checkpoint 1, a release 1, and the background heartbeat sends nothing
-//! while checkpoints come more often than its interval.
+//! while checkpoints come more often than its interval. A worker that keeps
+//! a snapshot claims its next partition with a LIST and one PUT.
 
 mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxiflow_backends::{CountingStore, RequestCounts, StateManager, StepPlan};
+use oxiflow_backends::{CountingStore, Next, RequestCounts, Snapshot, StateManager, StepPlan};
 use oxiflow_core::{Config, LeaseConfig, PartitionId, Progress, Timestamp};
 
 fn ids() -> (oxiflow_core::PipelineId, oxiflow_core::StepId, oxiflow_core::WorkerId) {
@@ -38,6 +39,28 @@ async fn claim_checkpoint_release_cost_2_1_1_requests() {
     m.release(&mut c, Progress::default()).await.unwrap();
     assert_eq!(counting.counts().since(&before), RequestCounts { put_if_match: 1, ..RequestCounts::default() });
     println!("requests: claim {}, checkpoint {}, release 1", claim.total(), checkpoints.total() / 10);
+}
+
+#[tokio::test]
+async fn claim_next_from_a_kept_snapshot_is_a_listing_and_one_put() {
+    let counting = Arc::new(CountingStore::new(support::memory()));
+    let m = StateManager::new(counting.clone(), Config::default());
+    let (p, s, w) = ids();
+    let plan = oxiflow_core::plan::chain([(s, Some(4)), ("load".parse().unwrap(), None)]);
+    m.create_pipeline(&p, &"r1".parse().unwrap(), &plan).await.unwrap();
+    let mut snapshot = Snapshot::new(p.clone());
+    m.refresh(&mut snapshot).await.unwrap(); // the first read: every document
+
+    let before = counting.counts();
+    let Next::Claimed(mut c) = m.claim_next(&mut snapshot, &w).await.unwrap() else { panic!("a root shard is ready") };
+    assert_eq!(counting.counts().since(&before), RequestCounts { list: 1, put_if_match: 1, ..RequestCounts::default() });
+    assert_eq!(c.doc().step_id.as_str(), "extract");
+    m.complete(&mut c, Progress::default()).await.unwrap();
+
+    // The next claim re-reads only the document that changed.
+    let before = counting.counts();
+    let Next::Claimed(_) = m.claim_next(&mut snapshot, &"w2".parse().unwrap()).await.unwrap() else { panic!("three shards are ready") };
+    assert_eq!(counting.counts().since(&before), RequestCounts { list: 1, get: 1, put_if_match: 1, ..RequestCounts::default() });
 }
 
 /// Virtual time (tokio's paused clock, given to the manager as its clock):
