@@ -111,7 +111,7 @@ impl ConditionalStore for Latency {
 enum Event {
     List(Vec<Listed>),
     Get { key: String, version: Option<Version> },
-    PutIfMatch { refused: bool },
+    PutIfMatch { key: String },
     Other,
 }
 
@@ -151,7 +151,7 @@ impl ConditionalStore for Recorder {
     }
     async fn put_if_match(&self, key: &str, body: Vec<u8>, version: &Version) -> Result<Version> {
         let r = self.inner.put_if_match(key, body, version).await;
-        self.push(Event::PutIfMatch { refused: matches!(r, Err(oxiflow_backends::Error::Precondition { .. })) });
+        self.push(Event::PutIfMatch { key: key.into() });
         r
     }
     async fn delete(&self, key: &str) -> Result<()> {
@@ -179,25 +179,28 @@ fn claim_attempts(mirror: &mut HashMap<String, Version>, events: &[Event], claim
         listed.iter().filter(|l| !(l.version.is_some() && mirror.get(&l.key) == l.version.as_ref())).map(|l| l.key.as_str()).collect();
     let refresh_gets = refresh.len() as u64;
     mirror.retain(|k, _| listed.iter().any(|l| &l.key == k));
-    let (mut gets, mut refused) = (0u64, 0u64);
+    // Claim attempts: one per partition the claims touched (a claim starts
+    // with a PUT from the snapshot's document, or a GET without one; a lost
+    // one re-reads it), in order.
+    let mut attempted: Vec<&str> = Vec::new();
     for e in rest {
-        match e {
-            Event::Get { key, version } if refresh.remove(key.as_str()) => match version {
-                Some(v) => {
-                    mirror.insert(key.clone(), v.clone());
-                }
-                None => {
-                    mirror.remove(key);
-                }
-            },
-            Event::Get { .. } => gets += 1,
-            Event::PutIfMatch { refused: true } => refused += 1,
-            Event::PutIfMatch { refused: false } => {}
+        let key = match e {
+            Event::Get { key, version } if refresh.remove(key.as_str()) => {
+                match version {
+                    Some(v) => mirror.insert(key.clone(), v.clone()),
+                    None => mirror.remove(key),
+                };
+                continue;
+            }
+            Event::Get { key, .. } | Event::PutIfMatch { key, .. } => key.as_str(),
             other => panic!("unexpected request in claim_next: {other:?}"),
+        };
+        if attempted.last() != Some(&key) {
+            attempted.push(key);
         }
     }
     assert!(refresh.is_empty(), "the refresh read every changed document");
-    let attempts = gets - refused;
+    let attempts = attempted.len() as u64;
     assert!(attempts >= u64::from(claimed), "a claim needs an attempt");
     (refresh_gets, attempts - u64::from(claimed))
 }

@@ -9,8 +9,15 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 #[wasm_bindgen_test]
 fn shared_vectors_pass_in_the_browser() {
-    let passed = oxiflow_core::vectors::run_file(include_str!("../../core/vectors/partition.json")).unwrap();
-    assert!(passed >= 26, "only {passed} vectors ran");
+    let files = [
+        ("partition.json", include_str!("../../core/vectors/partition.json"), 26),
+        ("schedule.json", include_str!("../../core/vectors/schedule.json"), 18),
+        ("session.json", include_str!("../../core/vectors/session.json"), 15),
+    ];
+    for (name, json, at_least) in files {
+        let passed = oxiflow_core::vectors::run_file(json).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(passed >= at_least, "{name}: only {passed} vectors ran");
+    }
 }
 
 #[wasm_bindgen_test]
