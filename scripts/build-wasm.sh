@@ -20,7 +20,7 @@ fi
 # test-vector runner and bench loop. The Node build: fastest (opt-level 3,
 # wasm-opt -O3), with them.
 for target in web nodejs; do
-  if [ "$target" = web ]; then profile=wasm-release features="" opt=-Oz out=wasm/pkg/web
+  if [ "$target" = web ]; then profile=wasm-release features="--no-default-features" opt=-Oz out=wasm/pkg/web
   else profile=wasm-node features="--features testing" opt=-O3 out=wasm/pkg/node; fi
   cargo build -p oxiflow-wasm --target wasm32-unknown-unknown --profile "$profile" --locked $features
   rm -rf "$out"
