@@ -17,7 +17,7 @@ if [ ! -x tools/node_modules/.bin/wasm-opt ]; then
 fi
 
 # The browser bundle: smallest (opt-level z, wasm-opt -Oz), without the
-# test-vector runner and bench loop. The Node build: fastest (opt-level 3,
+# test-vector runner, the bench loop and the write side (it only reads). The Node build: fastest (opt-level 3,
 # wasm-opt -O3), with them.
 for target in web nodejs; do
   if [ "$target" = web ]; then profile=wasm-release features="--no-default-features" opt=-Oz out=wasm/pkg/web
