@@ -25,7 +25,7 @@ export function reason(r: Readiness): string {
     case "held":
       return `held by ${r.worker_id} until ${new Date(r.until).toISOString()}`;
     case "backoff":
-      return `retry ${r.attempts + 1} at ${r.until}`;
+      return `retry after ${r.failures} failure(s) at ${r.until}`;
     case "failed":
       return r.error;
     case "ready":
