@@ -3,8 +3,8 @@
 //! `HolderSession`. Feature `holder`.
 
 use oxiflow_core::{
-    Action, Claim, Committed, Config, Create, Drive, Error, Finish, PartitionDoc, Progress, Request, RequestStop, Response, Session, Update,
-    Version, WorkerId, Write, Written,
+    Action, Claim, Committed, Config, Create, Drive, Error, Finish, PartitionDoc, Progress, Request, RequestStop, Response, Session,
+    Update, Version, WorkerId, Write, Written,
 };
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;

@@ -28,8 +28,8 @@
 //!   not in the browser bundle).
 
 use oxiflow_core::{
-    aggregate as core_aggregate, codec, keys, schedule as core_schedule, Config, Error, LeaseConfig, PartitionDoc, PartitionId, PipelineDoc,
-    StepPlan, Timestamp, WorkerId,
+    aggregate as core_aggregate, codec, keys, schedule as core_schedule, Config, Error, LeaseConfig, PartitionDoc, PartitionId,
+    PipelineDoc, StepPlan, Timestamp, WorkerId,
 };
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
