@@ -19,7 +19,7 @@ fn main() {
         last_write: 9,
         stop_requested: None,
         ttl_ms: None,
-        previous: None,
+        previous: Vec::new(),
     });
     let mut progress = Progress {
         last_processed_id: Some("id-1".into()),

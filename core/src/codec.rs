@@ -72,9 +72,14 @@ pub fn migrate(value: &mut serde_json::Value, from: u64) -> Result<(), String> {
         // Format 3 made the pipeline's steps a plan with dependencies. A
         // format 2 list meant "each step after the one before": a chain of
         // barriers. Shard counts were not recorded, so they stay absent (the
-        // partitions are the documents found). Partition documents are
-        // unchanged.
+        // partitions are the documents found). A lease's one `previous`
+        // holder became a list of them.
         2 => {
+            if let Some(previous) = doc.get_mut("lease").and_then(|l| l.as_object_mut()).and_then(|l| l.get_mut("previous")) {
+                if previous.is_object() {
+                    *previous = serde_json::Value::Array(alloc::vec![previous.take()]);
+                }
+            }
             if let Some(steps) = doc.get_mut("steps") {
                 let names = steps.as_array().ok_or("steps is not a list")?;
                 let mut plan = Vec::with_capacity(names.len());
@@ -220,6 +225,15 @@ mod tests {
     fn seal(body: &str) -> Vec<u8> {
         let crc = hex8(crc32fast::hash(body.as_bytes()));
         alloc::format!("{},\"checksum\":\"{crc}\"}}", &body[..body.len() - 1]).into_bytes()
+    }
+
+    #[test]
+    fn a_format_2_lease_keeps_its_previous_holder_as_a_list_of_one() {
+        let body = r#"{"format_version":2,"pipeline_id":"p","step_id":"load","shard":2,"run_id":"r1","status":"pending","batch_number":0,"records_processed":0,"records_failed":0,"bytes_processed":0,"processing_time_ms":0,"attempts":1,"errors":{"total":0,"recent":[]},"lease":{"worker_id":"w2","epoch":2,"acquired_at":5,"expires_at":9,"released_at":7,"last_write":3,"previous":{"worker_id":"w1","epoch":1,"last_write":8}},"version":4,"updated_at":7}"#;
+        let doc: PartitionDoc = decode(KEY, &seal(body), &Limits::default()).unwrap();
+        let previous = &doc.lease.as_ref().unwrap().previous;
+        assert_eq!(previous.len(), 1);
+        assert_eq!((previous[0].worker_id.as_str(), previous[0].epoch, previous[0].last_write), ("w1", 1, 8));
     }
 
     #[test]

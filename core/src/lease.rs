@@ -87,12 +87,17 @@ pub struct Lease {
     /// in older documents, where the writer's configured ttl applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
-    /// Who held the lease before this claim, and their last write: a holder
-    /// whose release landed (response lost) just before someone else claimed
-    /// finds its write here and knows it landed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<Holder>,
+    /// Who held the lease before this claim, and before that, with their
+    /// last writes, newest first (at most [`PREVIOUS_HOLDERS`]): a holder
+    /// whose write landed (response lost) just before someone else claimed —
+    /// or before several claims — finds it here and knows it landed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous: Vec<Holder>,
 }
+
+/// Earlier holders a lease remembers. A holder whose write's outcome is
+/// unknown learns it as long as fewer than this many claims came after it.
+pub const PREVIOUS_HOLDERS: usize = 8;
 
 /// How a lease looks to someone who does not hold it, at a given time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -167,7 +172,7 @@ pub(crate) fn check_holder(key: &str, lease: Option<&Lease>, holder: &Holder, wr
     let Some(l) = lease.filter(|l| l.worker_id == holder.worker_id && l.epoch == holder.epoch) else {
         // Our write may have landed just before someone else claimed.
         let ours_then_replaced = Holder { last_write: write_id, ..holder.clone() };
-        let landed = lease.and_then(|l| l.previous.as_ref()) == Some(&ours_then_replaced);
+        let landed = lease.is_some_and(|l| l.previous.contains(&ours_then_replaced));
         return Err(fenced(lease, landed));
     };
     if l.last_write == write_id {
@@ -207,7 +212,10 @@ pub(crate) fn take(
         }
     }
     let epoch = lease.as_ref().map_or(0, |l| l.epoch) + 1;
-    let previous = lease.as_ref().map(Holder::of);
+    let previous: Vec<Holder> = match lease.as_ref() {
+        Some(l) => core::iter::once(Holder::of(l)).chain(l.previous.iter().cloned()).take(PREVIOUS_HOLDERS).collect(),
+        None => Vec::new(),
+    };
     *lease = Some(Lease {
         worker_id: worker_id.clone(),
         epoch,

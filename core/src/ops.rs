@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::doc::{Document, Limits, PartitionDoc, PipelineDoc, StepStatus};
 use crate::error::Error;
 use crate::id::{RunId, StepId, WorkerId};
-use crate::lease::{check_holder, take, Holder, HolderCheck, Lease, LeaseConfig, LeaseStatus, StopRequest};
+use crate::lease::{check_holder, take, Holder, HolderCheck, Lease, LeaseConfig, LeaseStatus, StopRequest, PREVIOUS_HOLDERS};
 use crate::protocol::{Context, Mutation};
 use crate::step::{Finish, Progress};
 use crate::time::Timestamp;
@@ -204,7 +204,10 @@ fn restored_lease(copy: Option<&Lease>, stored: Option<&Lease>, epoch: u64, now:
         stop_requested: None,
         // The stored holder's last write, so a release of theirs that
         // landed is still recognised; on a fresh store, the copy's own.
-        previous: stored.map(Holder::of).or_else(|| base.previous.clone()),
+        previous: match stored {
+            Some(s) => core::iter::once(Holder::of(s)).chain(s.previous.iter().cloned()).take(PREVIOUS_HOLDERS).collect(),
+            None => base.previous.clone(),
+        },
         ..base.clone()
     })
 }

@@ -184,7 +184,7 @@ fn aggregate_sums_shards_orders_steps_and_flags_stale_leases() {
         last_write: 1,
         stop_requested: None,
         ttl_ms: None,
-        previous: None,
+        previous: Vec::new(),
     });
     let mut shard1 = PartitionDoc::new(p.clone(), PartitionId::shard(load.clone(), 1), RunId::new("run-1").unwrap(), t(0));
     shard1.records_processed = 999; // an older run's count: not summed

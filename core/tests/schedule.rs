@@ -109,7 +109,7 @@ fn held(who: &str, expires_at: i64) -> impl FnOnce(&mut PartitionDoc) {
             last_write: 7,
             stop_requested: None,
             ttl_ms: Some(30_000),
-            previous: None,
+            previous: Vec::new(),
         });
     }
 }

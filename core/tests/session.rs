@@ -266,13 +266,11 @@ fn a_write_that_landed_just_before_one_takeover_is_landed_and_the_next_is_fenced
     assert_eq!(store.doc().records_processed, 10);
 }
 
-/// Known gap, for the main engineer: a write that landed, followed by two
-/// claims before its outcome is settled, is reported `Fenced { landed:
-/// false }` — the lease remembers only the one previous holder, so the
-/// evidence is gone. The pipeline simulation counts these cases (about 16
-/// in 3,000 schedules). Drive a release: a landed release must count as done.
+/// A write that landed, followed by two claims before its outcome is
+/// settled: the lease remembers the earlier holders (up to eight), so a
+/// landed release still counts as done. (With one remembered holder this
+/// was reported `Fenced { landed: false }`.)
 #[test]
-#[ignore = "known gap: Lease::previous keeps one holder; see the report on session.rs"]
 fn a_landed_release_followed_by_two_claims_still_counts_as_done() {
     let mut store = Store::new();
     let mut s = store.claim("w1", 1, 100);

@@ -105,7 +105,7 @@ fn the_runner_notices_a_wrong_session_expectation() {
     refused(&file, &format!("/vectors/{stop}/calls/0/exchanges/4/expect/put_if_match/doc/lease/last_write"), json!(13));
 
     let taken = index_of(&file, "a release whose response was lost");
-    refused(&file, &format!("/vectors/{taken}/calls/1/exchanges/0/respond/object/doc/lease/previous/last_write"), json!(11));
+    refused(&file, &format!("/vectors/{taken}/calls/1/exchanges/0/respond/object/doc/lease/previous/0/last_write"), json!(11));
 
     let abandoned = index_of(&file, "a write whose driver was dropped");
     let e = refused(&file, &format!("/vectors/{abandoned}/calls/0/abandon"), json!(false));

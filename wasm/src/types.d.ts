@@ -27,7 +27,8 @@ export interface Lease {
   stop_requested?: { requested_by: string; requested_at: Millis };
   /** The ttl the claim asked for; each holder write extends the lease by it. */
   ttl_ms?: number;
-  previous?: Holder;
+  /** Earlier holders, newest first (at most 8). */
+  previous?: Holder[];
 }
 
 export interface ErrorRecord { at: Millis; worker_id?: string; batch_number: number; message: string; retryable: boolean }

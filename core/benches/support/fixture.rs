@@ -47,7 +47,7 @@ pub fn fixture() -> (Vec<u8>, Vec<Vec<u8>>) {
                 last_write: 0x9e37_79b9_7f4a_7c15,
                 stop_requested: None,
                 ttl_ms: None,
-                previous: None,
+                previous: Vec::new(),
             });
             d.stamp(t(1_764_000_002_000));
             codec::encode(&keys::partition_doc(&p, &part), &d, &limits).unwrap()
