@@ -58,11 +58,11 @@ async fn exact_under_faults(store: Arc<dyn ConditionalStore>, rounds: u64, seed:
                     loop {
                         match m.release(&mut c, Progress::default()).await {
                             Ok(_) => break,
-                            // The release landed, its response was lost, and
-                            // the lease changed hands more than once before
-                            // the retry read it: ambiguous, but the release
-                            // carried no progress, and the checkpoint was
-                            // settled before the release was sent.
+                            // Taken over meanwhile (the lease expired while
+                            // the store kept failing), or the release landed
+                            // and the lease changed hands more often than it
+                            // remembers: the release carried no progress, and
+                            // the checkpoint was settled before it was sent.
                             Err(Error::Core(oxiflow_core::Error::Fenced { .. })) => {
                                 fenced_releases += 1;
                                 break;
