@@ -234,7 +234,10 @@ pub fn schedule(
                 None => Readiness::Missing,
                 Some(doc) => judge(pipeline, plan, doc, &judged, now, lease, policy),
             };
-            if let (Readiness::Held { worker_id, .. }, Some(me)) = (&readiness, worker) {
+            // Our own live lease (a restarted process) is ours to take back,
+            // but not on a partition still carrying an older run's state.
+            let current = doc.is_some_and(|d| d.run_id == pipeline.run_id);
+            if let (Readiness::Held { worker_id, .. }, Some(me), true) = (&readiness, worker, current) {
                 if worker_id == me {
                     own_leases.push(id.clone());
                 }

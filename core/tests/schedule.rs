@@ -610,6 +610,17 @@ fn the_workers_own_live_lease_is_claimable_last_and_only_for_it() {
 }
 
 #[test]
+fn an_own_live_lease_on_an_older_runs_partition_is_not_claimable() {
+    let p = pipeline(vec![sharded("a", 2)]);
+    let mut docs = all_pending(&p);
+    set(&mut docs, "a@0", held("w1", T0 + 20_000));
+    set(&mut docs, "a@0", |d| d.run_id = oxiflow_core::RunId::new("run-0").unwrap());
+    let s = run(&p, &docs, T0, Some("w1"), 3);
+    assert_eq!(claimable(&s), ["a@1"], "only the current run's partition");
+    assert_eq!(readiness(&s, "a@0"), &Readiness::Held { worker_id: worker("w1"), until: at(T0 + 20_000) });
+}
+
+#[test]
 fn several_own_leases_follow_in_plan_order() {
     let p = pipeline(vec![sharded("a", 3), plain("b")]);
     let mut docs = all_pending(&p);
