@@ -14,8 +14,10 @@
 //!   id and from a fresh read, before the next write: it lands at most once,
 //!   and the session learns the stored document.
 //! - **A release that landed is a release.** A finishing write whose
-//!   response was lost, followed by someone else's claim, is recognised from
-//!   the lease's `previous` holder and reported as done.
+//!   response was lost, followed by other claims, is recognised from the
+//!   lease's `previous` holders (the last eight) and reported as done; a
+//!   checkpoint that landed before a takeover is reported landed, and the
+//!   session is then over (the next write is fenced).
 //! - **A stop request releases.** When a landed write finds a stop request,
 //!   the lease is released (by that write, or by one more) and the outcome
 //!   says so: [`Written::stop`]. The write's progress is stored all the same:
