@@ -17,6 +17,17 @@ use crate::commands::{demo, doctor, lease, serve, state, worker, Ctx};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Worker(WorkerCommand::Start { .. })) {
+        // Like other Unix tools: a reader that went away (`| head`, `| true`)
+        // ends the command quietly, by SIGPIPE. Not a worker: it holds leases
+        // and must release them, so it ignores SIGPIPE (Rust's default) and
+        // writes its log lines without failing on a closed pipe.
+        // SAFETY: restores the default disposition of one signal before any
+        // thread is started; no handler runs Rust code.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let json = cli.json;
     let level = match cli.verbose {
         0 => "warn",

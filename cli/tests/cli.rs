@@ -445,6 +445,30 @@ fn a_script_can_fail_a_step_for_good_and_its_downstream_is_blocked() {
     fails(d, &["claim", "orders", "--next", "--worker", "w2"], FINISHED);
 }
 
+#[test]
+fn a_closed_pipe_ends_a_command_quietly_and_a_worker_keeps_working() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = setup();
+    let d = dir.path();
+    // `oxiflow state show orders | true`: a reader that is already gone.
+    for args in [&["state", "show", "orders"][..], &["--json", "state", "show", "orders"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = ox(d).args(args).stdout(writer).output().unwrap();
+        assert_eq!(o.status.signal(), Some(13), "{args:?}: ended by SIGPIPE, like other Unix tools: {}", text(&o));
+        assert!(o.stderr.is_empty(), "{args:?}: quietly, no panic, no error: {}", text(&o));
+    }
+    // A worker whose log goes nowhere still does its work and lets go of its leases.
+    let exec = script(d, "batches.sh", BATCHES);
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = ox(d).args(["worker", "start", "--pipeline", "orders", "--worker-id", "wk", "--exec", &exec]).stderr(writer).output().unwrap();
+    assert!(o.status.success(), "{:?}", o.status);
+    let view = json(d, &["state", "show", "orders"]);
+    assert_eq!((view["status"].as_str(), view["records_processed"].as_u64()), (Some("completed"), Some(90)), "{view:#}");
+    assert!(json(d, &["lock", "status", "orders"]).as_array().unwrap().is_empty(), "no lease left held");
+}
+
 /// Starts a worker on SLOW and waits until it holds a lease.
 fn start_slow_worker(d: &Path) -> std::process::Child {
     let exec = script(d, "slow.sh", SLOW);

@@ -25,6 +25,15 @@ use tokio::sync::watch;
 
 use super::{pipeline_id, worker_id, Ctx};
 
+/// A log line on stderr. A worker keeps working (and releases its leases)
+/// when nobody reads its output any more: a failed write is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProgressLine {
@@ -77,7 +86,7 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
         None => worker_id(&format!("worker-{}-{:04x}", std::process::id(), rand::random::<u16>()))?,
     };
     let stop = signals();
-    eprintln!("{me}: working on {p} in {}", ctx.settings.url);
+    say!("{me}: working on {p} in {}", ctx.settings.url);
     // The pipeline's documents as last read: each poll is one LIST plus a
     // GET of what changed.
     let mut snapshot = Snapshot::new(p.clone());
@@ -89,7 +98,7 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
             Ok(next) => next,
             // The store is down or slow: wait and ask again; the worker lives on.
             Err(e) if !ends_worker(&e) => {
-                eprintln!("{me}: {e}; trying again");
+                say!("{me}: {e}; trying again");
                 let mut stop = stop.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
@@ -102,7 +111,7 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
         let claimed = match next {
             Next::Claimed(c) => *c,
             Next::Finished(schedule) => {
-                eprintln!("{me}: nothing left to do in {p} ({})", schedule.status);
+                say!("{me}: nothing left to do in {p} ({})", schedule.status);
                 return Ok(());
             }
             Next::Wait(_) => {
@@ -117,7 +126,7 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
             }
         };
         let part = claimed.doc().partition_id();
-        eprintln!("{me}: claimed {p}/{part} (epoch {})", claimed.lease().epoch);
+        say!("{me}: claimed {p}/{part} (epoch {})", claimed.lease().epoch);
         match work(&p, &me, m.keep(claimed), exec, stop.clone()).await {
             Ok(Ended::Completed | Ended::Failed | Ended::Lost) => {}
             Ok(Ended::Stop) => return Ok(()),
@@ -125,7 +134,7 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
             // command that cannot start) drops that partition; the worker
             // goes on. Only a store it cannot use at all ends it.
             Err(e) if !e.downcast_ref::<StoreError>().is_some_and(ends_worker) => {
-                eprintln!("{me}: {p}/{part}: {e:#}; dropping it and moving on");
+                say!("{me}: {p}/{part}: {e:#}; dropping it and moving on");
             }
             Err(e) => return Err(e),
         }
@@ -173,7 +182,7 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
                     // whoever claims next, from the bookmark) and release.
                     child.kill().await?;
                     held.release(Progress::default()).await?;
-                    eprintln!("{me}: released {p}/{part}; exiting");
+                    say!("{me}: released {p}/{part}; exiting");
                     return Ok(Ended::Stop);
                 }
             };
@@ -204,30 +213,30 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
                 // and fail it in one write.
                 child.kill().await?;
                 let retryable = parsed.retryable.unwrap_or(true);
-                eprintln!("{me}: {p}/{part} failed ({}): {message}", if retryable { "retryable" } else { "for good" });
+                say!("{me}: {p}/{part} failed ({}): {message}", if retryable { "retryable" } else { "for good" });
                 held.fail(progress, message, retryable).await?;
                 return Ok(Ended::Failed);
             }
             match held.checkpoint(progress).await {
                 Ok(oxiflow_core::Written { stop: Some(stop), .. }) => {
-                    eprintln!("{me}: stop requested by {}; released {p}/{part}", stop.requested_by);
+                    say!("{me}: stop requested by {}; released {p}/{part}", stop.requested_by);
                     return Ok(Ended::Stop);
                 }
                 Ok(_) => {}
                 Err(StoreError::Core(e @ oxiflow_core::Error::Fenced { .. })) => {
-                    eprintln!("{me}: {e}");
+                    say!("{me}: {e}");
                     return Ok(Ended::Lost);
                 }
                 // Unknown whether it landed: the session replays it before
                 // the next write; keep going.
-                Err(e @ StoreError::Unavailable { .. }) => eprintln!("{me}: {p}/{part}: {e}; the next write settles it"),
+                Err(e @ StoreError::Unavailable { .. }) => say!("{me}: {p}/{part}: {e}; the next write settles it"),
                 // The script reported something the step cannot take (a
                 // batch number going backwards, an oversized bookmark): fail
                 // the step for good, with the reason.
                 Err(StoreError::Core(e)) if e.kind() == oxiflow_core::ErrorKind::Invalid => {
                     child.kill().await?;
                     let message = format!("{exec:?} reported progress the step refused: {e}");
-                    eprintln!("{me}: {p}/{part} failed: {message}");
+                    say!("{me}: {p}/{part} failed: {message}");
                     held.fail(Progress::default(), message, false).await?;
                     return Ok(Ended::Failed);
                 }
@@ -240,13 +249,13 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
         if !status.success() {
             let last = err_text.lines().last().unwrap_or("").to_string();
             let message = format!("{exec:?} exited with {status}: {last}");
-            eprintln!("{me}: {p}/{part} failed: {message}");
+            say!("{me}: {p}/{part} failed: {message}");
             held.fail(Progress::default(), message, true).await?;
             return Ok(Ended::Failed);
         }
         if done || !saw_output {
             let doc = held.complete(Progress::default()).await?;
-            eprintln!("{me}: completed {p}/{part} ({} records)", doc.records_processed);
+            say!("{me}: completed {p}/{part} ({} records)", doc.records_processed);
             return Ok(Ended::Completed);
         }
     }
