@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 mod support;
 
 use serde_json::Value;
-use support::ox;
+use support::{ox, s3_env};
 
 const INVALID: i32 = 2;
 const NOT_FOUND: i32 = 3;
@@ -572,33 +572,16 @@ fn eight_cli_processes_race_on_a_local_directory() {
     checkpoint_race(dir.path(), &[]);
 }
 
-fn s3_env() -> Option<Vec<(&'static str, String)>> {
-    let Ok(endpoint) = std::env::var("OXIFLOW_TEST_S3_ENDPOINT") else {
-        assert!(std::env::var_os("CI").is_none(), "moto must run in CI (scripts/test.sh starts it)");
-        eprintln!("SKIPPED CLI on S3: OXIFLOW_TEST_S3_ENDPOINT is not set");
-        return None;
-    };
-    let bucket = std::env::var("OXIFLOW_TEST_S3_BUCKET").unwrap_or_else(|_| "oxiflow-test".into());
-    Some(vec![
-        ("OXIFLOW_BACKEND", format!("s3://{bucket}/cli-{}", std::process::id())),
-        ("OXIFLOW_ENDPOINT", endpoint),
-        ("OXIFLOW_ALLOW_HTTP", "true".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-    ])
-}
-
 #[test]
 fn eight_cli_processes_race_on_s3() {
-    let Some(env) = s3_env() else { return };
+    let Some(env) = s3_env("CLI") else { return };
     let dir = tempfile::tempdir().unwrap();
     checkpoint_race(dir.path(), &env);
 }
 
 #[test]
 fn commands_work_on_s3_and_a_missing_bucket_says_so() {
-    let Some(env) = s3_env() else { return };
+    let Some(env) = s3_env("CLI") else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let oxe = |args: &[&str]| ox(d).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).args(args).output().unwrap();

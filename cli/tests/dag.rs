@@ -315,28 +315,9 @@ fn four_workers_drain_a_dag_in_dependency_order_on_a_local_directory() {
     run_dag(&[], false, "local directory");
 }
 
-fn s3_env() -> Option<Vec<(&'static str, String)>> {
-    let Ok(endpoint) = std::env::var("OXIFLOW_TEST_S3_ENDPOINT") else {
-        assert!(std::env::var_os("CI").is_none(), "moto must run in CI (scripts/test.sh starts it)");
-        eprintln!("SKIPPED DAG on S3: OXIFLOW_TEST_S3_ENDPOINT is not set");
-        return None;
-    };
-    let bucket = std::env::var("OXIFLOW_TEST_S3_BUCKET").unwrap_or_else(|_| "oxiflow-test".into());
-    Some(vec![
-        // A fresh prefix per run: a pid alone comes back, and with it a
-        // finished pipeline of an earlier run on the same server.
-        ("OXIFLOW_BACKEND", format!("s3://{bucket}/dag-{}-{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos())),
-        ("OXIFLOW_ENDPOINT", endpoint),
-        ("OXIFLOW_ALLOW_HTTP", "true".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_REGION", "us-east-1".into()),
-    ])
-}
-
 #[test]
 fn four_workers_drain_a_dag_in_dependency_order_on_s3() {
-    let Some(env) = s3_env() else { return };
+    let Some(env) = support::s3_env("DAG") else { return };
     run_dag(&env, true, "S3 (moto)");
 }
 

@@ -30,6 +30,9 @@ use std::time::Duration;
 
 use oxiflow_core::*;
 use proptest::prelude::*;
+use support::{etag, Driver, Fault, OpAction};
+
+mod support;
 
 const PIPELINE: &str = "dag";
 const RUN: &str = "run-1";
@@ -150,15 +153,6 @@ fn mode() -> impl Strategy<Value = Mode> {
 
 // ------------------------------------------------------------ schedules ----
 
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    None,
-    /// The request never reaches the store.
-    DropRequest,
-    /// The store applies it, the response is lost.
-    LoseResponse,
-}
-
 #[derive(Debug, Clone)]
 enum Step {
     /// Worker `worker` takes its next action; `choice` picks what it does.
@@ -187,10 +181,6 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 // ---------------------------------------------------------------- store ----
-
-fn etag(n: u64) -> Version {
-    Version { e_tag: Some(format!("\"{n}\"")), version: None }
-}
 
 fn decode(key: &str, body: &[u8]) -> PartitionDoc {
     codec::decode(key, body, &Limits::default()).expect("drivers write decodable documents")
@@ -309,14 +299,6 @@ enum Intent {
     Release,
     FailRetryable,
     FailPermanent,
-}
-
-/// What the claim driver or the session wants next. Lives for one step of
-/// the harness, so its size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum OpAction {
-    Claim(Action<Committed<PartitionDoc>>),
-    Write(Action<Written>),
 }
 
 struct Sim {
@@ -783,30 +765,6 @@ fn run_to_end<M: Mutation<Doc = PartitionDoc>>(
             Action::Sleep(_) => op.wake(now),
             Action::Done(result) => return result,
         };
-    }
-}
-
-/// The claim driver and the session, seen alike by the harness.
-trait Driver {
-    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> OpAction;
-    fn wake(&mut self, now: Timestamp) -> OpAction;
-}
-
-impl Driver for Update<Claim<PartitionDoc>> {
-    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> OpAction {
-        OpAction::Claim(Drive::handle(self, response, now, random))
-    }
-    fn wake(&mut self, now: Timestamp) -> OpAction {
-        OpAction::Claim(Drive::wake(self, now))
-    }
-}
-
-impl Driver for Session {
-    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> OpAction {
-        OpAction::Write(Session::handle(self, response, now, random))
-    }
-    fn wake(&mut self, now: Timestamp) -> OpAction {
-        OpAction::Write(Session::wake(self, now))
     }
 }
 

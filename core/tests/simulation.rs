@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use oxiflow_core::*;
 use proptest::prelude::*;
+use support::{etag, Driver, Fault, OpAction};
+
+mod support;
 
 const KEY: &str = "pipelines/sim/partitions/work.json";
 
@@ -43,16 +46,6 @@ static LOST_RESPONSES: AtomicU64 = AtomicU64::new(0);
 static REPLAYS: AtomicU64 = AtomicU64::new(0);
 static ABANDONED: AtomicU64 = AtomicU64::new(0);
 static FENCED: AtomicU64 = AtomicU64::new(0);
-
-/// What the network does with one delivery.
-#[derive(Debug, Clone, Copy)]
-enum Fault {
-    None,
-    /// The request never reaches the store.
-    DropRequest,
-    /// The store applies it, the response is lost.
-    LoseResponse,
-}
 
 /// One scheduling decision.
 #[derive(Debug, Clone)]
@@ -135,10 +128,6 @@ impl Store {
     fn doc(&self) -> PartitionDoc {
         codec::decode(KEY, &self.objects[KEY].0, &Limits::default()).unwrap()
     }
-}
-
-fn etag(n: u64) -> Version {
-    Version { e_tag: Some(format!("\"{n}\"")), version: None }
 }
 
 struct Worker {
@@ -356,36 +345,6 @@ impl Sim {
         for id in &self.confirmed {
             assert!(self.store.landed_writes.contains(id), "write {id} reported success but never landed");
         }
-    }
-}
-
-#[allow(clippy::large_enum_variant)] // one per worker step; boxing buys nothing here
-enum OpAction {
-    Claim(Action<Committed<PartitionDoc>>),
-    Write(Action<Written>),
-}
-
-/// The claim driver and the session, seen alike by the harness.
-trait Driver {
-    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> OpAction;
-    fn wake(&mut self, now: Timestamp) -> OpAction;
-}
-
-impl Driver for Update<Claim<PartitionDoc>> {
-    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> OpAction {
-        OpAction::Claim(Drive::handle(self, response, now, random))
-    }
-    fn wake(&mut self, now: Timestamp) -> OpAction {
-        OpAction::Claim(Drive::wake(self, now))
-    }
-}
-
-impl Driver for Session {
-    fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> OpAction {
-        OpAction::Write(Session::handle(self, response, now, random))
-    }
-    fn wake(&mut self, now: Timestamp) -> OpAction {
-        OpAction::Write(Session::wake(self, now))
     }
 }
 

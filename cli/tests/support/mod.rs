@@ -1,4 +1,5 @@
 //! What the CLI test binaries share.
+#![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::Path;
 use std::process::Command;
@@ -13,4 +14,27 @@ pub fn ox(dir: &Path) -> Command {
         }
     }
     c
+}
+
+/// The environment that points `oxiflow` at the S3 server `scripts/test.sh`
+/// starts (moto), under a fresh prefix per call: a pid alone comes back, and
+/// with it an earlier run's state on the same server. `None` (the test is
+/// skipped, saying so) outside CI when no server runs; under CI a missing
+/// server fails the test.
+pub fn s3_env(what: &str) -> Option<Vec<(&'static str, String)>> {
+    let Ok(endpoint) = std::env::var("OXIFLOW_TEST_S3_ENDPOINT") else {
+        assert!(std::env::var_os("CI").is_none(), "moto must run in CI (scripts/test.sh starts it)");
+        eprintln!("SKIPPED {what} on S3: OXIFLOW_TEST_S3_ENDPOINT is not set");
+        return None;
+    };
+    let bucket = std::env::var("OXIFLOW_TEST_S3_BUCKET").unwrap_or_else(|_| "oxiflow-test".into());
+    let nanos = std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos();
+    Some(vec![
+        ("OXIFLOW_BACKEND", format!("s3://{bucket}/{}-{}-{nanos}", what.to_lowercase(), std::process::id())),
+        ("OXIFLOW_ENDPOINT", endpoint),
+        ("OXIFLOW_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ])
 }
