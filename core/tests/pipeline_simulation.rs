@@ -40,12 +40,7 @@ const CASES: u32 = 3000;
 
 fn config(max_attempts: u32) -> Config {
     Config {
-        lease: LeaseConfig {
-            ttl: Duration::from_millis(1_000),
-            heartbeat_interval: Duration::from_millis(300),
-            skew_allowance: Duration::from_millis(200),
-            safety_margin: Duration::from_millis(100),
-        },
+        lease: support::short_leases(),
         schedule: SchedulePolicy { retry_base: Duration::from_millis(50), retry_max: Duration::from_millis(400), max_attempts },
         ..Config::default()
     }

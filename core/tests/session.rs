@@ -4,9 +4,10 @@
 //! landed write cannot be told from a fenced one.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use oxiflow_core::*;
+
+mod support;
 
 const KEY: &str = "pipelines/p/partitions/s.json";
 
@@ -20,12 +21,7 @@ fn worker(name: &str) -> WorkerId {
 
 fn config() -> Config {
     Config {
-        lease: LeaseConfig {
-            ttl: Duration::from_millis(1_000),
-            heartbeat_interval: Duration::from_millis(300),
-            skew_allowance: Duration::from_millis(200),
-            safety_margin: Duration::from_millis(100),
-        },
+        lease: support::short_leases(),
         retry: RetryPolicy { max_transient_failures: 0, ..RetryPolicy::default() },
         ..Config::default()
     }

@@ -28,15 +28,7 @@ mod support;
 const KEY: &str = "pipelines/sim/partitions/work.json";
 
 fn config() -> Config {
-    Config {
-        lease: LeaseConfig {
-            ttl: Duration::from_millis(1_000),
-            heartbeat_interval: Duration::from_millis(300),
-            skew_allowance: Duration::from_millis(200),
-            safety_margin: Duration::from_millis(100),
-        },
-        ..Config::default()
-    }
+    Config { lease: support::short_leases(), ..Config::default() }
 }
 
 /// Coverage across all cases, so the test can show it exercised the hard paths.

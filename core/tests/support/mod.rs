@@ -2,7 +2,9 @@
 //! versions, and one way of driving a claim and a holder session.
 #![allow(dead_code)] // each test binary uses a different subset
 
-use oxiflow_core::{Action, Claim, Committed, Drive, PartitionDoc, Response, Session, Timestamp, Update, Version, Written};
+use std::time::Duration;
+
+use oxiflow_core::{Action, Claim, Committed, Drive, LeaseConfig, PartitionDoc, Response, Session, Timestamp, Update, Version, Written};
 
 /// What the network does with one delivery.
 #[derive(Debug, Clone, Copy)]
@@ -12,6 +14,17 @@ pub enum Fault {
     DropRequest,
     /// The store applies it, the response is lost.
     LoseResponse,
+}
+
+/// Short leases, so that virtual time reaches expiry and takeover quickly:
+/// trust ends 100 ms before expiry, takeover starts 200 ms after it.
+pub fn short_leases() -> LeaseConfig {
+    LeaseConfig {
+        ttl: Duration::from_millis(1_000),
+        heartbeat_interval: Duration::from_millis(300),
+        skew_allowance: Duration::from_millis(200),
+        safety_margin: Duration::from_millis(100),
+    }
 }
 
 /// The n-th version an in-test store hands out.
