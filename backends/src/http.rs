@@ -14,6 +14,11 @@ use crate::store::{ConditionalStore, Listed};
 
 /// Carries a store generation (GCS) next to the ETag.
 pub const GENERATION_HEADER: &str = "x-oxiflow-generation";
+/// On a GET: the largest body the client takes; the service answers 413
+/// for a larger object instead of sending it.
+pub const MAX_BYTES_HEADER: &str = "x-oxiflow-max-bytes";
+/// On a 413: the size of the object refused.
+pub const SIZE_HEADER: &str = "x-oxiflow-size";
 
 /// The `oxiflow serve` raw-object API under a base URL.
 #[derive(Debug, Clone)]
@@ -53,6 +58,17 @@ impl HttpStore {
 
     async fn send(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         r.send().await.map_err(|e| Error::Unavailable { store: self.describe.clone(), reason: without_url(&e) })
+    }
+
+    /// Sends a request that may safely run twice (GET, DELETE, LIST),
+    /// once more if the first attempt found its pooled connection closed:
+    /// a keep-alive connection can close just as a request goes out on it.
+    async fn send_idempotent(&self, r: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let again = r.try_clone();
+        match (r.send().await, again) {
+            (Err(e), Some(again)) if e.is_request() && !e.is_timeout() && !e.is_connect() => self.send(again).await,
+            (result, _) => result.map_err(|e| Error::Unavailable { store: self.describe.clone(), reason: without_url(&e) }),
+        }
     }
 
     /// Turns a non-success status into our error.
@@ -117,9 +133,14 @@ impl ConditionalStore for HttpStore {
     }
 
     async fn get(&self, key: &str, max_bytes: usize) -> Result<Option<Object>> {
-        let response = self.send(self.request(reqwest::Method::GET, self.url(key))).await?;
+        let r = self.request(reqwest::Method::GET, self.url(key)).header(MAX_BYTES_HEADER, max_bytes);
+        let response = self.send_idempotent(r).await?;
         match response.status() {
             StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::PAYLOAD_TOO_LARGE if response.headers().contains_key(SIZE_HEADER) => {
+                let size = response.headers().get(SIZE_HEADER).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(max_bytes + 1);
+                return Err(oxiflow_core::Error::TooLarge { key: key.into(), size, limit: max_bytes }.into());
+            }
             s if s.is_success() => {}
             _ => return Err(self.failure(key, response).await),
         }
@@ -155,7 +176,7 @@ impl ConditionalStore for HttpStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let response = self.send(self.request(reqwest::Method::DELETE, self.url(key))).await?;
+        let response = self.send_idempotent(self.request(reqwest::Method::DELETE, self.url(key))).await?;
         match response.status() {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
             _ => Err(self.failure(key, response).await),
@@ -165,8 +186,7 @@ impl ConditionalStore for HttpStore {
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
         let url = url::Url::parse_with_params(&format!("{}/v1/keys", self.base), [("prefix", prefix)])
             .map_err(|e| Error::InvalidUrl { url: self.base.clone(), reason: e.to_string() })?;
-        let r = self.request(reqwest::Method::GET, url.to_string());
-        let response = self.send(r).await?;
+        let response = self.send_idempotent(self.request(reqwest::Method::GET, url.to_string())).await?;
         if !response.status().is_success() {
             return Err(self.failure(prefix, response).await);
         }

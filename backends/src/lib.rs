@@ -25,7 +25,7 @@ mod store;
 pub use counting::{CountingStore, RequestCounts};
 pub use error::{Error, Result};
 pub use faults::{FaultCounts, Faults, FaultyStore};
-pub use http::{HttpStore, GENERATION_HEADER};
+pub use http::{HttpStore, GENERATION_HEADER, MAX_BYTES_HEADER, SIZE_HEADER};
 pub use keeper::Held;
 pub use local::LocalDirStore;
 pub use manager::{readiness_reason, system_clock, Claimed, Clock, Export, Imported, Next, ProbeReport, StateManager};

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::collections::HashMap;
 
-use oxiflow_backends::{Error as StoreError, Next as Claimable, Snapshot, StateManager, GENERATION_HEADER};
+use oxiflow_backends::{Error as StoreError, Next as Claimable, Snapshot, StateManager, GENERATION_HEADER, MAX_BYTES_HEADER, SIZE_HEADER};
 use oxiflow_core::{PipelineId, Progress, Version, Written};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -101,11 +101,21 @@ fn version_headers(v: &Version) -> HeaderMap {
     h
 }
 
-async fn get_object(State(app): State<Arc<App>>, Path(key): Path<String>) -> Result<Response, ApiError> {
-    // The client enforces its own size limit from Content-Length.
-    match app.manager.store().get(&key, MAX_BODY).await? {
-        None => Ok(StatusCode::NOT_FOUND.into_response()),
-        Some(o) => Ok((version_headers(&o.version), o.body).into_response()),
+/// A GET names the largest body the client takes (`x-oxiflow-max-bytes`);
+/// a larger object is refused here with 413 and its size, so no large body
+/// is sent only to be dropped half-read.
+async fn get_object(State(app): State<Arc<App>>, Path(key): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let limit = headers.get(MAX_BYTES_HEADER).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()).unwrap_or(MAX_BODY).min(MAX_BODY);
+    match app.manager.store().get(&key, limit).await {
+        Ok(None) => Ok(StatusCode::NOT_FOUND.into_response()),
+        Ok(Some(o)) => Ok((version_headers(&o.version), o.body).into_response()),
+        Err(StoreError::Core(oxiflow_core::Error::TooLarge { size, .. })) => {
+            let mut response = ApiError::from(oxiflow_core::Error::TooLarge { key, size, limit }).into_response();
+            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            response.headers_mut().insert(SIZE_HEADER, HeaderValue::from(size));
+            Ok(response)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
