@@ -1,4 +1,4 @@
-# Sourced by scripts/test.sh: installs and starts the real servers the
+# Sourced by scripts/test.sh and scripts/bench.sh: installs and starts the real servers the
 # integration tests use, on free loopback ports, and exports where they are.
 # Everything started here is stopped on exit.
 
@@ -47,4 +47,32 @@ start_azurite() {
   node "$tools/create-container.mjs" "$port" oxiflow-test
   export OXIFLOW_TEST_AZURE_ENDPOINT="http://127.0.0.1:$port/devstoreaccount1" OXIFLOW_TEST_AZURE_CONTAINER=oxiflow-test
   echo "azurite blob server at $OXIFLOW_TEST_AZURE_ENDPOINT, container oxiflow-test"
+}
+
+# Debian's redis-server (installed with apt when missing), on a free port
+# with its own directory: every acknowledged write is fsynced to the
+# append-only file before the reply (appendfsync always), no RDB snapshots.
+# Exports OXIFLOW_TEST_REDIS_URL and OXIFLOW_TEST_REDIS_SERVER (the binary:
+# the fault tests start, kill -9 and restart their own servers with it).
+start_redis() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    [ "$(id -u)" = 0 ] || { echo "missing redis-server: install it (apt-get install redis-server) and run again"; return 1; }
+    echo "apt-get install redis-server"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  fi
+  local port; port=$(free_port)
+  mkdir -p "$SERVERS_DIR/redis"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$SERVERS_DIR/redis" --appendonly yes --appendfsync always \
+    --save "" --daemonize no --logfile "$SERVERS_DIR/redis.log" &
+  SERVER_PIDS+=($!)
+  local pid=$!
+  for _ in $(seq 1 100); do
+    if [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ]; then break; fi
+    if ! kill -0 "$pid" 2>/dev/null; then echo "redis-server exited during start:"; cat "$SERVERS_DIR/redis.log"; return 1; fi
+    sleep 0.2
+  done
+  [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] || { echo "redis-server did not answer on port $port within 20 s:"; cat "$SERVERS_DIR/redis.log"; return 1; }
+  export OXIFLOW_TEST_REDIS_URL="redis://127.0.0.1:$port/0" OXIFLOW_TEST_REDIS_SERVER
+  OXIFLOW_TEST_REDIS_SERVER=$(command -v redis-server)
+  echo "redis-server $(redis-server --version | sed -E 's/.*v=([^ ]+).*/\1/') at $OXIFLOW_TEST_REDIS_URL (appendonly, appendfsync always)"
 }

@@ -7,8 +7,10 @@
 //!   `object_store` crate (`PutMode::Create` / `PutMode::Update`).
 //! - [`LocalDirStore`]: a local directory with real cross-process
 //!   compare-and-swap (flock + temp + fsync + rename + fsync dir).
+//! - [`RedisStore`]: Redis or Valkey, one Lua script per operation.
+//! - [`HttpStore`]: a running `oxiflow serve`.
 //!
-//! Both pass the one [`conformance`] suite.
+//! All pass the one [`conformance`] suite.
 
 pub mod conformance;
 mod counting;
@@ -19,9 +21,11 @@ mod keeper;
 mod local;
 mod manager;
 mod object;
+mod redis;
 mod snapshot;
 mod store;
 
+pub use self::redis::{RedisStore, DEFAULT_PREFIX as REDIS_DEFAULT_PREFIX};
 pub use counting::{CountingStore, RequestCounts};
 pub use error::{Error, Result};
 pub use faults::{FaultCounts, Faults, FaultyStore};

@@ -30,6 +30,13 @@ async fn azure_on_azurite_passes_the_primitives() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_passes_the_primitives() {
+    if let Some(store) = support::redis() {
+        conformance::primitives(store).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_passes_the_state_manager_suite() {
     conformance::state_manager(support::memory(), support::memory()).await;
 }
@@ -53,6 +60,14 @@ async fn s3_on_moto_passes_the_state_manager_suite() {
 async fn azure_on_azurite_passes_the_state_manager_suite() {
     if let (Some(store), Some(other)) = (support::azure(), support::s3()) {
         // copy across kinds: Azure → S3
+        conformance::state_manager(store, other).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_passes_the_state_manager_suite() {
+    if let (Some(store), Some(other)) = (support::redis(), support::redis()) {
+        // copy across two prefixes of one server
         conformance::state_manager(store, other).await;
     }
 }

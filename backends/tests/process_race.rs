@@ -2,7 +2,7 @@
 //! in each of a few checkpoints and releases, over and over, until it has
 //! made its 200 checkpoints. The stored count must equal the number of
 //! checkpoints the processes saw succeed — no lost update, no double count.
-//! Runs on the local directory and on S3 (moto).
+//! Runs on the local directory, on S3 (moto) and on Redis.
 //!
 //! The test binary re-runs itself as the worker processes
 //! (`OXIFLOW_RACE_ROLE=worker`).
@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxiflow_backends::{ConditionalStore, Error, LocalDirStore, ObjectStoreBackend, StateManager, StepPlan};
+use oxiflow_backends::{ConditionalStore, Error, LocalDirStore, ObjectStoreBackend, RedisStore, StateManager, StepPlan};
 use oxiflow_core::{Config, PartitionId, Progress};
 
 const PROCESSES: usize = 8;
@@ -22,6 +22,9 @@ const CHECKPOINTS_EACH: u64 = 200;
 const PER_CLAIM: u64 = 10;
 
 fn open(url: &str) -> Arc<dyn ConditionalStore> {
+    if url.starts_with("redis://") {
+        return Arc::new(RedisStore::open(url).unwrap());
+    }
     match url.strip_prefix("file://") {
         Some(dir) => Arc::new(LocalDirStore::open(dir).unwrap()),
         None => {
@@ -114,4 +117,17 @@ async fn processes_racing_on_s3_count_exactly() {
         return;
     };
     race(url, "S3 on moto").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_racing_on_redis_count_exactly() {
+    if std::env::var_os("OXIFLOW_RACE_URL").is_some() {
+        return;
+    }
+    let Some(url) = support::redis_url() else {
+        assert!(std::env::var_os("CI").is_none(), "redis-server must run in CI");
+        eprintln!("SKIPPED Redis process race: OXIFLOW_TEST_REDIS_URL is not set");
+        return;
+    };
+    race(url, "Redis").await;
 }

@@ -1,12 +1,12 @@
 //! The stores the integration tests run against. Servers are started by
-//! `scripts/test.sh` (moto for S3, azurite for Azure) and found through
+//! `scripts/test.sh` (moto for S3, azurite for Azure, redis-server) and found through
 //! `OXIFLOW_TEST_*` variables. Outside CI a missing server is skipped with a
 //! message; under CI (`CI` set) it fails the test: nothing skips silently.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::sync::Arc;
 
-use oxiflow_backends::{ConditionalStore, LocalDirStore, ObjectStoreBackend, ObjectStoreOptions};
+use oxiflow_backends::{ConditionalStore, LocalDirStore, ObjectStoreBackend, ObjectStoreOptions, RedisStore};
 
 /// Azurite's published development account key.
 const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
@@ -64,4 +64,17 @@ pub fn azure() -> Option<Arc<dyn ConditionalStore>> {
     };
     eprintln!("RAN against Azure on azurite: {url} at {endpoint}");
     Some(Arc::new(ObjectStoreBackend::open(&url, &options).unwrap()))
+}
+
+/// The Redis server's URL with a fresh key prefix per call.
+pub fn redis_url() -> Option<String> {
+    let url = std::env::var("OXIFLOW_TEST_REDIS_URL").ok()?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some(format!("{url}{sep}prefix=test:{:016x}", rand::random::<u64>()))
+}
+
+pub fn redis() -> Option<Arc<dyn ConditionalStore>> {
+    let Some(url) = redis_url() else { return missing("Redis (redis-server)", "OXIFLOW_TEST_REDIS_URL is not set") };
+    eprintln!("RAN against Redis: {url}");
+    Some(Arc::new(RedisStore::open(&url).unwrap()))
 }

@@ -1,0 +1,290 @@
+//! A [`ConditionalStore`] on Redis or Valkey (`redis://`, `rediss://`).
+//!
+//! - Every operation is one Lua script run with EVALSHA ([`::redis::Script`]:
+//!   on `NOSCRIPT`, which means the script did not run, it loads the script
+//!   and sends it again). Create-if-absent and compare-and-swap are atomic
+//!   on the server; no WATCH/MULTI, which is unsound on a shared multiplexed
+//!   connection. A checkpoint is one round trip.
+//! - Versions are random 128-bit tokens: they never repeat (ABA-safe, also
+//!   across a delete and a re-create).
+//! - A read checks the body's size (HSTRLEN) in the same script before
+//!   sending it: an object over the limit is refused without transferring it.
+//! - Listing inside a pipeline is one HGETALL of the pipeline's index (kept
+//!   by the same scripts), with versions; other prefixes SCAN (MATCH, glob
+//!   characters escaped; never KEYS) and read the versions in one pipeline.
+//! - A pipeline's keys share a Redis Cluster hash tag (`keys.rs`).
+//! - One reconnecting multiplexed connection ([`ConnectionManager`]); a
+//!   command whose reply is lost (timeout, dropped connection) is reported
+//!   [`Error::Unavailable`] and never sent again here: the outcome is
+//!   unknown and the core resolves it with its write id.
+//! - `wait_replicas=N`: `WAIT N wait_timeout_ms` in the same round trip as
+//!   every write; fewer acknowledgements is `Unavailable` (see README.md for
+//!   what asynchronous replication can still lose).
+
+mod errors;
+mod keys;
+mod options;
+mod scripts;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
+use async_trait::async_trait;
+use oxiflow_core::{Object, Timestamp, Version};
+
+use self::keys::Layout;
+use self::options::Target;
+use self::scripts::{Reply, SCRIPTS};
+use crate::error::{Error, Result};
+use crate::store::{ConditionalStore, Listed};
+
+pub use self::options::DEFAULT_PREFIX;
+
+/// Keys SCAN asks for per call.
+const SCAN_COUNT: usize = 1000;
+
+/// A Redis or Valkey server (5.0 or newer) holding oxiflow state under a key
+/// prefix. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    layout: Layout,
+    target: Target,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("target", &self.target.describe).finish()
+    }
+}
+
+impl RedisStore {
+    /// Opens `redis://[user:password@]host:port/db?prefix=…` (see
+    /// `options.rs` for every parameter). Connects lazily: a wrong password,
+    /// database or host shows at the first request. Must be called inside a
+    /// tokio runtime.
+    pub fn open(url: &str) -> Result<Self> {
+        let target = options::parse(url)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Store { store: target.describe, reason: "the Redis store must be opened inside a tokio runtime".into() });
+        }
+        let client = ::redis::Client::open(target.client_url.as_str())
+            .map_err(|e| Error::InvalidUrl { url: target.describe.clone(), reason: e.to_string() })?;
+        // Reconnects are quick and few: the core's retry policy does the
+        // waiting, with backoff and jitter, and resolves lost replies.
+        let config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(std::time::Duration::from_millis(50))
+            .set_max_delay(std::time::Duration::from_millis(500))
+            .set_connection_timeout(Some(target.timeout))
+            .set_response_timeout(Some(target.timeout));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| errors::map(&target, "", e))?;
+        Ok(RedisStore { conn, layout: Layout::new(&target.prefix), target })
+    }
+
+    /// The Redis key that holds `key` (for operators and tests).
+    pub fn redis_key(&self, key: &str) -> Result<String> {
+        self.layout.redis_key(key)
+    }
+
+    /// Runs `script` with EVALSHA (plus WAIT after writes when configured)
+    /// and decodes its reply. `NOSCRIPT` means it did not run: load, resend.
+    async fn eval(&self, script: &Script, key: &str, keys: &[String], args: &[&[u8]], write: bool) -> Result<Reply> {
+        let mut cmd = ::redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(keys.len()).arg(keys).arg(args);
+        let mut conn = self.conn.clone();
+        let wait = self.target.wait.filter(|_| write);
+        let mut loaded = false;
+        let value = loop {
+            let mut pipe = ::redis::pipe();
+            pipe.ignore_errors().add_command(cmd.clone());
+            if let Some(w) = wait {
+                pipe.cmd("WAIT").arg(w.replicas).arg(w.timeout.as_millis() as u64);
+            }
+            let mut replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| errors::map(&self.target, key, e))?;
+            let (Some(first), acked) = (replies.first().cloned(), replies.get(1).cloned()) else {
+                return Err(errors::map(&self.target, key, RedisError::from((ErrorKind::Parse, "empty reply to EVALSHA"))));
+            };
+            replies.clear();
+            match first {
+                Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript) && !loaded => {
+                    script.load_async(&mut conn).await.map_err(|e| errors::map(&self.target, key, e))?;
+                    loaded = true;
+                }
+                Value::ServerError(e) => return Err(errors::map(&self.target, key, e.into())),
+                value => {
+                    if let (Some(w), Some(acked)) = (wait, acked) {
+                        errors::check_wait(&self.target, key, w, &acked)?;
+                    }
+                    break value;
+                }
+            }
+        };
+        Reply::decode(value).map_err(|reason| Error::Store { store: self.target.describe.clone(), reason })
+    }
+
+    fn foreign(&self, key: &str, what: &str) -> Error {
+        let redis_key = self.layout.redis_key(key).unwrap_or_default();
+        errors::foreign(&self.target, key, &redis_key, what)
+    }
+
+    fn unexpected(&self, key: &str, reply: Reply) -> Error {
+        match reply {
+            Reply::Foreign(what) => self.foreign(key, &what),
+            other => Error::Store { store: self.target.describe.clone(), reason: format!("unexpected reply for {key}: {other:?}") },
+        }
+    }
+
+    async fn write(&self, script: &Script, key: &str, leading: &[&[u8]], body: &[u8]) -> Result<(Reply, Version)> {
+        let token = format!("{:032x}", rand::random::<u128>());
+        let field = key.as_bytes();
+        let mut args: Vec<&[u8]> = leading.to_vec();
+        args.extend([token.as_bytes(), body, field]);
+        let reply = self.eval(script, key, &self.doc_keys(key)?, &args, true).await?;
+        Ok((reply, Version { e_tag: Some(format!("\"{token}\"")), version: None }))
+    }
+
+    fn doc_keys(&self, key: &str) -> Result<Vec<String>> {
+        let mut keys = vec![self.layout.redis_key(key)?];
+        keys.extend(self.layout.index_key(key));
+        Ok(keys)
+    }
+
+    /// Every key of one pipeline's index under `prefix`, with versions.
+    async fn list_index(&self, index: &str, prefix: &str) -> Result<Vec<Listed>> {
+        let mut conn = self.conn.clone();
+        let pairs: Vec<(String, String)> = ::redis::cmd("HGETALL")
+            .arg(index)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| errors::map_listing(&self.target, prefix, index, e))?;
+        let mut found: Vec<Listed> = pairs
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(key, v)| Listed { key, version: Some(Version { e_tag: Some(format!("\"{v}\"")), version: None }) })
+            .collect();
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    /// SCAN for keys under `prefix`, then their versions in one pipeline.
+    async fn list_scan(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let mut conn = self.conn.clone();
+        let pattern = self.layout.scan_pattern(prefix);
+        let mut found = std::collections::BTreeMap::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| errors::map(&self.target, prefix, e))?;
+            for redis_key in batch {
+                if let Some(key) = self.layout.store_key(&redis_key).filter(|k| k.starts_with(prefix)) {
+                    found.insert(key, redis_key);
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        if found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = ::redis::pipe();
+        pipe.ignore_errors();
+        for redis_key in found.values() {
+            pipe.cmd("HGET").arg(redis_key).arg("v");
+        }
+        let versions: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| errors::map(&self.target, prefix, e))?;
+        let mut listed = Vec::with_capacity(found.len());
+        for ((key, _), version) in found.into_iter().zip(versions) {
+            match version {
+                Value::BulkString(v) => {
+                    let v = String::from_utf8_lossy(&v).into_owned();
+                    listed.push(Listed { key, version: Some(Version { e_tag: Some(format!("\"{v}\"")), version: None }) });
+                }
+                Value::Nil => {} // deleted since the SCAN saw it
+                Value::ServerError(e) if e.code() == "WRONGTYPE" => return Err(self.foreign(&key, "another type than a hash")),
+                Value::ServerError(e) => return Err(errors::map(&self.target, &key, e.into())),
+                other => return Err(self.unexpected(&key, Reply::Foreign(format!("a version that reads {other:?}")))),
+            }
+        }
+        Ok(listed)
+    }
+}
+
+/// The token inside a version we issued (quoted like an HTTP ETag).
+fn token(version: &Version) -> Option<&str> {
+    version.e_tag.as_deref().map(|e| e.trim_matches('"')).filter(|t| !t.is_empty())
+}
+
+#[async_trait]
+impl ConditionalStore for RedisStore {
+    fn describe(&self) -> &str {
+        &self.target.describe
+    }
+
+    async fn get(&self, key: &str, max_bytes: usize) -> Result<Option<Object>> {
+        let limit = max_bytes.to_string();
+        match self.eval(&SCRIPTS.get, key, &[self.layout.redis_key(key)?], &[limit.as_bytes()], false).await? {
+            Reply::Absent => Ok(None),
+            Reply::TooBig(size) => Err(oxiflow_core::Error::TooLarge { key: key.into(), size, limit: max_bytes }.into()),
+            Reply::Ok(mut parts) if parts.len() == 2 => {
+                let body = parts.pop().unwrap_or_default();
+                let v = String::from_utf8_lossy(&parts[0]).into_owned();
+                Ok(Some(Object { body, version: Version { e_tag: Some(format!("\"{v}\"")), version: None } }))
+            }
+            other => Err(self.unexpected(key, other)),
+        }
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Vec<u8>) -> Result<Version> {
+        match self.write(&SCRIPTS.create, key, &[], &body).await? {
+            (Reply::Ok(_), version) => Ok(version),
+            (Reply::Exists, _) => Err(Error::AlreadyExists { store: self.target.describe.clone(), key: key.into() }),
+            (other, _) => Err(self.unexpected(key, other)),
+        }
+    }
+
+    async fn put_if_match(&self, key: &str, body: Vec<u8>, version: &Version) -> Result<Version> {
+        let Some(expected) = token(version) else {
+            return Err(Error::Precondition { store: self.target.describe.clone(), key: key.into() });
+        };
+        match self.write(&SCRIPTS.swap, key, &[expected.as_bytes()], &body).await? {
+            (Reply::Ok(_), version) => Ok(version),
+            (Reply::Precondition, _) => Err(Error::Precondition { store: self.target.describe.clone(), key: key.into() }),
+            (other, _) => Err(self.unexpected(key, other)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match self.eval(&SCRIPTS.delete, key, &self.doc_keys(key)?, &[key.as_bytes()], true).await? {
+            Reply::Ok(_) => Ok(()),
+            other => Err(self.unexpected(key, other)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        match self.layout.index_for_prefix(prefix) {
+            Some(index) => self.list_index(&index, prefix).await,
+            None => self.list_scan(prefix).await,
+        }
+    }
+
+    /// The server's clock at the key's last write (stored by the scripts).
+    async fn written_at(&self, key: &str) -> Result<Option<Timestamp>> {
+        let mut conn = self.conn.clone();
+        let ms: Option<i64> = ::redis::cmd("HGET")
+            .arg(self.layout.redis_key(key)?)
+            .arg("t")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| errors::map(&self.target, key, e))?;
+        Ok(ms.map(Timestamp::from_millis))
+    }
+}
