@@ -6,11 +6,12 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "toolchain: wasm32 target, clippy, rustfmt; curl, python3, node; Chromium and ChromeDriver for the browser tests"
+step "toolchain: wasm32 target, clippy, rustfmt; curl, python3, node; Chromium and ChromeDriver for the browser tests; redis-server"
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { echo "missing ${missing[*]}: install them (apt-get install ${missing[*]}) and run again"; exit 1; }
   echo "apt-get install ${missing[*]}"
@@ -42,10 +43,11 @@ if [ -n "$forbidden" ]; then
 fi
 echo "ok: $(cargo tree -p oxiflow-core -e normal --prefix none --locked | sort -u | wc -l) crates, none of tokio/object_store/reqwest/hyper/mio/getrandom"
 
-step "servers: moto (S3) and azurite (Azure) on free loopback ports"
+step "servers: moto (S3), azurite (Azure) and redis-server (apt, when missing) on free loopback ports"
 source scripts/servers.sh
 start_moto
 start_azurite
+start_redis
 if docker info >/dev/null 2>&1; then echo "docker engine: reachable (MinIO via testcontainers runs)"; else echo "docker engine: not reachable here; MinIO via testcontainers is skipped, moto and azurite cover S3 and Azure"; fi
 
 step "wasm package for browsers and Node.js (before the tests: oxiflow serve embeds it for the dashboard)"
