@@ -4,6 +4,8 @@
 //! message; under CI (`CI` set) it fails the test: nothing skips silently.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod redis_server;
+
 use std::sync::Arc;
 
 use oxiflow_backends::{ConditionalStore, LocalDirStore, ObjectStoreBackend, ObjectStoreOptions, RedisStore};
