@@ -323,6 +323,8 @@ function readinessText(r, now) {
       return `failed for good after ${r.failures} failure${r.failures === 1 ? "" : "s"}: ${r.error}`;
     case "held":
       return `held by ${r.worker_id}, ${r.until > now ? `for ${span(r.until - now)}` : "overdue"}`;
+    case "locked":
+      return `waits for ${r.worker_id}'s reset to commit${r.until > now ? ` (at most ${span(r.until - now)})` : ""}`;
     case "blocked":
       return `blocked: upstream ${more(r.by, r.count)} failed`;
     case "waiting":
@@ -344,6 +346,7 @@ function cellClass(p) {
     case "backoff":
       return "retrying";
     case "other_run":
+    case "locked":
       return "waiting";
     default:
       return p.readiness.state;

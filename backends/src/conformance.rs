@@ -227,15 +227,25 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
     let done = c2.doc();
     assert!(matches!(done.status, StepStatus::Completed { .. }) && done.records_processed == 305, "{name}: complete");
 
-    // expiry and takeover: the old holder is fenced and lands nothing
-    let mut old = m.claim(&pipeline, &t0, &w2).await.unwrap();
-    m.checkpoint(&mut old, Progress { add_records: 7, ..Progress::default() }).await.unwrap();
+    // expiry and takeover: the old holder is fenced and lands nothing. Its
+    // clock runs behind (it still trusts its lease), so the store's
+    // compare-and-swap is what refuses it.
+    let slow = ManualClock::new((clock.clock())().as_millis());
+    let slow_m = StateManager::new(store.clone(), config).with_clock(slow.clock());
+    let mut old = slow_m.claim(&pipeline, &t0, &w2).await.unwrap();
+    slow_m.checkpoint(&mut old, Progress { add_records: 7, ..Progress::default() }).await.unwrap();
     clock.advance(ttl);
     let mut new = m.claim(&pipeline, &t0, &w3).await.unwrap_or_else(|e| panic!("{name}: takeover after expiry: {e}"));
     assert_eq!(new.lease().epoch, old.lease().epoch + 1, "{name}: takeover bumps the epoch");
-    match m.checkpoint(&mut old, Progress { add_records: 1_000, ..Progress::default() }).await {
+    let mut late = old.clone();
+    match slow_m.checkpoint(&mut old, Progress { add_records: 1_000, ..Progress::default() }).await {
         Err(crate::Error::Core(CoreError::Fenced { holder, .. })) => assert_eq!(holder, Some(w3.clone()), "{name}"),
         other => panic!("{name}: the old holder must be fenced, got {other:?}"),
+    }
+    // With a correct clock it is past its trusted time: refused unsent.
+    match m.checkpoint(&mut late, Progress { add_records: 1_000, ..Progress::default() }).await {
+        Err(crate::Error::Core(CoreError::Expired { worker_id, .. })) => assert_eq!(worker_id, w2, "{name}"),
+        other => panic!("{name}: a holder past its trusted time must be refused, got {other:?}"),
     }
     m.checkpoint(&mut new, Progress { add_records: 3, ..Progress::default() }).await.unwrap();
     let view = m.view(&pipeline).await.unwrap();
@@ -313,7 +323,7 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
     assert_eq!(copied.len(), 1);
 
     // a new run resets statuses and counters, keeps bookmarks
-    m.new_run(&pipeline, &id("run-2")).await.unwrap_or_else(|e| panic!("{name}: new run: {e}"));
+    m.new_run(&pipeline, &id("run-2"), &id("operator")).await.unwrap_or_else(|e| panic!("{name}: new run: {e}"));
     let view = m.view(&pipeline).await.unwrap();
     assert_eq!((view.run_id.as_str(), view.status, view.records_processed), ("run-2", StatusKind::Pending, 0), "{name}: new run");
     assert_eq!(view.steps[0].partitions[0].last_processed_id.as_deref(), Some("order-300"), "{name}: bookmark kept");

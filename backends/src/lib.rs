@@ -22,6 +22,7 @@ mod local;
 mod manager;
 mod object;
 mod redis;
+mod reset;
 mod snapshot;
 mod store;
 
@@ -35,5 +36,6 @@ pub use local::LocalDirStore;
 pub use manager::{readiness_reason, system_clock, Claimed, Clock, Export, Imported, Next, ProbeReport, StateManager};
 pub use object::{ObjectStoreBackend, ObjectStoreOptions};
 pub use oxiflow_core::StepPlan;
+pub use reset::ResetDone;
 pub use snapshot::{Refreshed, Snapshot};
 pub use store::{ConditionalStore, Listed};

@@ -7,9 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use oxiflow_core::{
-    aggregate, codec, keys, schedule, Action, Claim, Config, Create, Document, Drive, Finish, LeaseStatus, Operator, PartitionDoc,
-    PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Readiness, Request, RequestStop, Response, Restore, RunId, Schedule,
-    Session, StepId, StepPlan, Timestamp, Update, WorkerId, Written,
+    aggregate, check_claim, codec, keys, schedule, Action, Claim, ClaimCheck, Config, Create, Document, Drive, Finish, LeaseStatus,
+    Operator, PartitionDoc, PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Readiness, Request, RequestStop, Response,
+    Restore, RunId, Schedule, Session, StepPlan, Timestamp, Update, WorkerId, Written,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,9 @@ pub fn system_clock() -> Clock {
 
 /// How many documents are read at once when loading a pipeline.
 pub(crate) const READ_CONCURRENCY: usize = 16;
+
+/// Claims in a row that may each find a newer reset committed.
+const MAX_ADOPTIONS: usize = 4;
 
 /// Reads and writes pipeline state in one store.
 #[derive(Clone)]
@@ -223,16 +226,42 @@ impl StateManager {
     pub async fn claim(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
         let key = keys::partition_doc(pipeline, partition);
         let op = Update::new(&key, Claim::<PartitionDoc>::new(worker.clone(), rand::random()), self.config);
-        self.claimed(key, op).await
+        self.claimed(pipeline, key, op).await
     }
 
-    /// Drives a claim and starts the holder's session on what it stored.
-    async fn claimed(&self, key: String, op: Update<Claim<PartitionDoc>>) -> Result<Claimed> {
-        let c = self.run(op).await?;
-        if c.wrote {
-            self.keep_history(&c.doc).await?;
+    /// Drives a claim, then reads the pipeline document to check it
+    /// ([`check_claim`]): a reset in progress makes it let go (NotReady), a
+    /// committed one is adopted by claiming again; then starts the holder's
+    /// session on what it stored. One GET more than the claim itself.
+    async fn claimed(&self, pipeline: &PipelineId, key: String, mut op: Update<Claim<PartitionDoc>>) -> Result<Claimed> {
+        let pipeline_key = keys::pipeline_doc(pipeline);
+        for _ in 0..MAX_ADOPTIONS {
+            let c = self.run(op).await?;
+            if c.wrote {
+                self.keep_history(&c.doc).await?;
+            }
+            let mut session = Session::claimed(key.clone(), c, self.config, self.now());
+            let (doc, _) =
+                self.read::<PipelineDoc>(&pipeline_key).await?.ok_or(oxiflow_core::Error::NotFound { key: pipeline_key.clone() })?;
+            match check_claim(&doc, session.doc(), self.now(), &self.config.lease) {
+                ClaimCheck::Current => return Ok(session),
+                ClaimCheck::Stale(to) => {
+                    let worker = session.lease().worker_id.clone();
+                    let claim = Claim::new(worker, rand::random()).adopting(to);
+                    op = Update::from_cached(&key, claim, self.config, session.doc().clone(), session.version().clone());
+                }
+                ClaimCheck::Locked { worker_id, until } => {
+                    // Nothing was done under this claim; if the release is
+                    // lost, the lease simply expires.
+                    let _ = self.run(session.write(Progress::default(), Some(Finish::Release), rand::random())).await;
+                    return Err(
+                        oxiflow_core::Error::NotReady { key, reason: readiness_reason(&Readiness::Locked { worker_id, until }) }.into()
+                    );
+                }
+            }
         }
-        Ok(Session::claimed(key, c, self.config, self.now()))
+        Err(oxiflow_core::Error::Conflict { key, reason: "the pipeline was reset again during each of several claims; try again".into() }
+            .into())
     }
 
     /// Claims a partition only if the scheduler says its upstream is done:
@@ -274,10 +303,17 @@ impl StateManager {
         // The core's scheduler over just these documents: the partition's
         // readiness depends on nothing else.
         match self.schedule(&doc, &docs, Some(worker)).readiness(partition) {
-            Some(r @ (Readiness::Waiting { .. } | Readiness::Blocked { .. } | Readiness::OtherRun | Readiness::Missing)) => {
-                Err(oxiflow_core::Error::NotReady { key, reason: readiness_reason(r) }.into())
+            Some(
+                r @ (Readiness::Waiting { .. }
+                | Readiness::Blocked { .. }
+                | Readiness::OtherRun
+                | Readiness::Missing
+                | Readiness::Locked { .. }),
+            ) => Err(oxiflow_core::Error::NotReady { key, reason: readiness_reason(r) }.into()),
+            _ => {
+                let claim = Claim::<PartitionDoc>::new(worker.clone(), rand::random()).adopting(doc.adoption(&partition.step_id));
+                self.claimed(pipeline, key.clone(), Update::new(&key, claim, self.config)).await
             }
-            _ => self.claim(pipeline, partition, worker).await,
         }
     }
 
@@ -297,18 +333,19 @@ impl StateManager {
         let plan = self.schedule(&pipeline, &snapshot.partitions(), Some(worker));
         for partition in &plan.claimable {
             let key = keys::partition_doc(&pipeline.pipeline_id, partition);
-            let claim = Claim::<PartitionDoc>::new(worker.clone(), rand::random());
+            let claim = Claim::<PartitionDoc>::new(worker.clone(), rand::random()).adopting(pipeline.adoption(&partition.step_id));
             let op = match snapshot.partition(&key) {
                 Some((doc, version)) => Update::from_cached(&key, claim, self.config, doc.clone(), version.clone()),
                 None => Update::new(&key, claim, self.config),
             };
-            match self.claimed(key, op).await {
+            match self.claimed(&pipeline.pipeline_id, key, op).await {
                 Ok(c) => return Ok(Next::Claimed(Box::new(c))),
                 // Lost the race for it (or it changed meanwhile): the next one.
                 Err(Error::Core(
                     oxiflow_core::Error::LeaseHeld { .. }
                     | oxiflow_core::Error::Conflict { .. }
                     | oxiflow_core::Error::InvalidTransition { .. }
+                    | oxiflow_core::Error::NotReady { .. }
                     | oxiflow_core::Error::NotFound { .. },
                 )) => continue,
                 Err(e) => return Err(e),
@@ -473,35 +510,6 @@ impl StateManager {
             }
         }
         Ok(released)
-    }
-
-    /// Starts a new run: the pipeline's run id, then every partition reset
-    /// (statuses and counters; bookmarks kept). Refused while any partition
-    /// is held.
-    pub async fn new_run(&self, pipeline: &PipelineId, run_id: &RunId) -> Result<()> {
-        for key in self.store.list(&keys::partitions_prefix(pipeline)).await?.into_iter().map(|l| l.key) {
-            self.run(Update::new(&key, Operator::NewRun { run_id: run_id.clone() }, self.config)).await?;
-        }
-        self.run(Update::new(keys::pipeline_doc(pipeline), oxiflow_core::NewPipelineRun { run_id: run_id.clone() }, self.config)).await?;
-        Ok(())
-    }
-
-    /// Sets partitions (all, or one step's) back to Pending in the current
-    /// run, counters zeroed, bookmarks kept. Refused while any is held.
-    /// Returns the keys that changed.
-    pub async fn reset(&self, pipeline: &PipelineId, step: Option<&StepId>) -> Result<Vec<String>> {
-        let mut changed = Vec::new();
-        for key in self.store.list(&keys::partitions_prefix(pipeline)).await?.into_iter().map(|l| l.key) {
-            let in_step = match (step, keys::parse(&key)) {
-                (None, _) => true,
-                (Some(s), Ok(keys::DocKey::Partition(_, part))) => &part.step_id == s,
-                (Some(_), _) => false,
-            };
-            if in_step && self.run(Update::new(&key, Operator::Reset, self.config)).await?.wrote {
-                changed.push(key);
-            }
-        }
-        Ok(changed)
     }
 
     /// Every document of a pipeline, for `import` into this or another store.
@@ -684,6 +692,9 @@ pub fn readiness_reason(readiness: &Readiness) -> String {
             format!("upstream {} failed for good; reset the failed partitions, or pass --force", names(by, *count))
         }
         Readiness::OtherRun => "it still carries an older run's state; finish starting the new run first".into(),
+        Readiness::Locked { worker_id, until } => {
+            format!("{worker_id} is resetting the pipeline (its hold ends by {until}); try again when it is done")
+        }
         Readiness::Missing => "the plan expects it but it has no document; create the pipeline again".into(),
         other => format!("{other:?}"),
     }

@@ -44,6 +44,11 @@ impl Snapshot {
         self.pipeline.as_ref().map(|(d, _)| d)
     }
 
+    /// The version the pipeline document was read at.
+    pub fn pipeline_version(&self) -> Option<&Version> {
+        self.pipeline.as_ref().map(|(_, v)| v)
+    }
+
     /// The partition documents, in key order.
     pub fn partitions(&self) -> Vec<PartitionDoc> {
         self.partitions.values().map(|(d, _)| d.clone()).collect()

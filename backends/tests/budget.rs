@@ -1,7 +1,9 @@
-//! Request budgets, counted (not timed): uncontended, a claim is 2 requests,
-//! a checkpoint 1, a release 1, and the background heartbeat sends nothing
-//! while checkpoints come more often than its interval. A worker that keeps
-//! a snapshot claims its next partition with a LIST and one PUT.
+//! Request budgets, counted (not timed): uncontended, a claim is 3 requests
+//! (GET, PUT, and a read of the pipeline document that checks no reset
+//! raced it), a checkpoint 1, a release 1, and the background heartbeat
+//! sends nothing while checkpoints come more often than its interval. A
+//! worker that keeps a snapshot claims its next partition with a LIST, one
+//! PUT and that check.
 
 mod support;
 
@@ -16,7 +18,7 @@ fn ids() -> (oxiflow_core::PipelineId, oxiflow_core::StepId, oxiflow_core::Worke
 }
 
 #[tokio::test]
-async fn claim_checkpoint_release_cost_2_1_1_requests() {
+async fn claim_checkpoint_release_cost_3_1_1_requests() {
     let counting = Arc::new(CountingStore::new(support::memory()));
     let m = StateManager::new(counting.clone(), Config::default());
     let (p, s, w) = ids();
@@ -26,7 +28,7 @@ async fn claim_checkpoint_release_cost_2_1_1_requests() {
     let before = counting.counts();
     let mut c = m.claim(&p, &part, &w).await.unwrap();
     let claim = counting.counts().since(&before);
-    assert_eq!(claim, RequestCounts { get: 1, put_if_match: 1, ..RequestCounts::default() });
+    assert_eq!(claim, RequestCounts { get: 2, put_if_match: 1, ..RequestCounts::default() });
 
     let before = counting.counts();
     for i in 0..10 {
@@ -42,7 +44,7 @@ async fn claim_checkpoint_release_cost_2_1_1_requests() {
 }
 
 #[tokio::test]
-async fn claim_next_from_a_kept_snapshot_is_a_listing_and_one_put() {
+async fn claim_next_from_a_kept_snapshot_is_a_listing_one_put_and_the_check() {
     let counting = Arc::new(CountingStore::new(support::memory()));
     let m = StateManager::new(counting.clone(), Config::default());
     let (p, s, w) = ids();
@@ -53,14 +55,14 @@ async fn claim_next_from_a_kept_snapshot_is_a_listing_and_one_put() {
 
     let before = counting.counts();
     let Next::Claimed(mut c) = m.claim_next(&mut snapshot, &w).await.unwrap() else { panic!("a root shard is ready") };
-    assert_eq!(counting.counts().since(&before), RequestCounts { list: 1, put_if_match: 1, ..RequestCounts::default() });
+    assert_eq!(counting.counts().since(&before), RequestCounts { list: 1, put_if_match: 1, get: 1, ..RequestCounts::default() });
     assert_eq!(c.doc().step_id.as_str(), "extract");
     m.complete(&mut c, Progress::default()).await.unwrap();
 
     // The next claim re-reads only the document that changed.
     let before = counting.counts();
     let Next::Claimed(_) = m.claim_next(&mut snapshot, &"w2".parse().unwrap()).await.unwrap() else { panic!("three shards are ready") };
-    assert_eq!(counting.counts().since(&before), RequestCounts { list: 1, get: 1, put_if_match: 1, ..RequestCounts::default() });
+    assert_eq!(counting.counts().since(&before), RequestCounts { list: 1, get: 2, put_if_match: 1, ..RequestCounts::default() });
 }
 
 /// Virtual time (tokio's paused clock, given to the manager as its clock):

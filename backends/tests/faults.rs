@@ -63,7 +63,7 @@ async fn exact_under_faults(store: Arc<dyn ConditionalStore>, rounds: u64, seed:
                             // and the lease changed hands more often than it
                             // remembers: the release carried no progress, and
                             // the checkpoint was settled before it was sent.
-                            Err(Error::Core(oxiflow_core::Error::Fenced { .. })) => {
+                            Err(Error::Core(oxiflow_core::Error::Fenced { .. } | oxiflow_core::Error::Expired { .. })) => {
                                 fenced_releases += 1;
                                 break;
                             }

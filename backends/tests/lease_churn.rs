@@ -88,7 +88,7 @@ async fn churn_process() {
             writeln!(log, "{me} {epoch} {start} {} released", until.min(now_ms())).unwrap();
             match m.release(&mut c, Progress::default()).await {
                 // Slow again: someone took over; the release carried no progress.
-                Ok(_) | Err(Error::Core(oxiflow_core::Error::Fenced { .. })) => {}
+                Ok(_) | Err(Error::Core(oxiflow_core::Error::Fenced { .. } | oxiflow_core::Error::Expired { .. })) => {}
                 Err(e) => panic!("release: {e}"),
             }
         }

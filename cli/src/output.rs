@@ -59,6 +59,7 @@ pub fn readiness(r: &oxiflow_core::Readiness, now: oxiflow_core::Timestamp) -> S
         R::Paused => warn("paused"),
         R::Failed { error, failures } => style(format!("failed for good ({failures} failure(s)): {error}")).red().to_string(),
         R::Held { worker_id, until } => format!("held by {worker_id} until {}", relative(*until, now)),
+        R::Locked { worker_id, until } => warn(&format!("reset by {worker_id} in progress (ends by {})", relative(*until, now))),
         R::Blocked { by, count } => style(format!("blocked by {}", names(by, *count))).red().to_string(),
         R::Waiting { on, count } => format!("waits on {}", names(on, *count)),
         R::Backoff { until, failures } => warn(&format!("retry {} ({failures} failure(s) so far)", relative(*until, now))),

@@ -266,19 +266,55 @@ fn state_commands_and_json_schemas() {
     assert_eq!(json(d, &["state", "copy", "--to", &to])["keys"], serde_json::json!(["orders"]));
     assert_eq!(json(d, &["--backend", &to, "state", "show", "orders"])["records_processed"], 7);
 
-    // reset refuses while held; new run resets counters and keeps the bookmark
+    // reset and new run refuse while held, changing no byte; then each is
+    // one write to the pipeline document, and every reader sees it
+    let before = stored_bytes(&d.join(".oxiflow/state"));
     fails(d, &["state", "reset", "orders", "--step", "extract"], LEASE_HELD);
+    fails(d, &["state", "reset", "orders", "--new-run"], LEASE_HELD);
+    assert!(before == stored_bytes(&d.join(".oxiflow/state")), "a refused reset changes nothing");
     json(d, &["checkpoint", "orders", "extract", "--worker", "w1", "--last-id", "o-7"]);
     json(d, &["release", "orders", "extract", "--worker", "w1"]);
-    assert_eq!(json(d, &["state", "reset", "orders", "--step", "extract"])["keys"].as_array().unwrap().len(), 1);
-    json(d, &["state", "reset", "orders", "--new-run"]);
+    let reset = json(d, &["state", "reset", "orders", "--step", "extract"]);
+    assert_eq!(
+        (reset["partitions"].as_u64(), reset["discarded_records"].as_u64(), reset["generation"].as_u64()),
+        (Some(1), Some(7), Some(1)),
+        "{reset:#}"
+    );
+    let view = json(d, &["state", "show", "orders"]);
+    assert_eq!(
+        (view["records_processed"].as_u64(), view["steps"][0]["partitions"][0]["status"].as_str()),
+        (Some(0), Some("pending")),
+        "{view:#}"
+    );
+    let new_run = json(d, &["state", "reset", "orders", "--new-run"]);
+    assert_eq!(new_run["generation"], 2, "{new_run:#}");
     let view = json(d, &["state", "show", "orders"]);
     assert!(view["run_id"].as_str().unwrap().starts_with("run-") && view["run_id"] != "run-1", "{view:#}");
     assert_eq!(view["steps"][0]["partitions"][0]["last_processed_id"], "o-7");
+    // The next claim stores the partition in the new run, one epoch up.
+    let claimed = json(d, &["claim", "orders", "extract", "--worker", "w2"]);
+    let got = (claimed["epoch"].as_u64(), claimed["records_processed"].as_u64(), claimed["last_processed_id"].as_str());
+    assert_eq!(got, (Some(2), Some(0), Some("o-7")), "{claimed:#}");
 
     // doctor
     let doctor = json(d, &["doctor"]);
     assert_eq!((doctor["probe"]["create_if_absent"].as_bool(), doctor["probe"]["update_if_match"].as_bool()), (Some(true), Some(true)));
+}
+
+/// Every stored file under `dir` and its bytes.
+fn stored_bytes(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            match entry.file_type().unwrap().is_dir() {
+                true => todo.push(entry.path()),
+                false => drop(files.insert(entry.path(), std::fs::read(entry.path()).unwrap())),
+            }
+        }
+    }
+    assert!(!files.is_empty(), "no state under {}", dir.display());
+    files
 }
 
 #[test]

@@ -105,7 +105,8 @@ fn a_frozen_worker_is_fenced_when_it_wakes_and_lands_nothing() {
     signal(&zombie, "TERM");
     let out = zombie.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("fenced"), "the zombie must have been fenced: {stderr}");
+    // Refused either by the store (fenced) or, past its trusted time, before sending.
+    assert!(stderr.contains("fenced") || stderr.contains("nothing was written"), "the zombie must have been refused: {stderr}");
 
     let p = partition(d, "z");
     assert_eq!(p["lease"]["worker_id"], "rescuer", "{p:#}");

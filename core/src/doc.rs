@@ -145,8 +145,18 @@ pub struct PipelineDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step: Option<StepId>,
     pub batch_number: u64,
+    /// Operators hold this lease while a reset or new run is on its way
+    /// ([`crate::generation`]); claims wait while it is live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// Bumped by every reset and new run: the pipeline-wide action is this
+    /// one compare-and-swap ([`crate::generation`]).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub generation: u64,
+    /// Per step, the generation a partition must carry to count: an older
+    /// one reads as a fresh partition of the current run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub step_generations: BTreeMap<StepId, u64>,
     /// Bumped by every write, so no two writes have identical bytes (S3
     /// ETags are content hashes: identical bytes would allow ABA).
     pub version: u64,
@@ -192,6 +202,10 @@ pub struct PartitionDoc {
     pub extra: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// The pipeline generation this partition was last written under; see
+    /// [`PipelineDoc::step_generations`].
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub generation: u64,
     pub version: u64,
     pub updated_at: Timestamp,
 }
@@ -209,6 +223,8 @@ impl PipelineDoc {
             steps,
             batch_number: 0,
             lease: None,
+            generation: 0,
+            step_generations: BTreeMap::new(),
             version: 0,
             created_at: now,
             updated_at: now,
@@ -247,6 +263,7 @@ impl PartitionDoc {
             errors: ErrorLog::default(),
             extra: BTreeMap::new(),
             lease: None,
+            generation: 0,
             version: 0,
             updated_at: now,
         }
@@ -354,6 +371,10 @@ impl Document for PartitionDoc {
         }
         check_extra(&self.extra, limits)
     }
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 fn is_zero(n: &u32) -> bool {

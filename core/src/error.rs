@@ -25,6 +25,12 @@ pub enum Error {
     #[error("fenced on {key}: worker {worker_id} at epoch {epoch} no longer holds the lease{}{}", current_holder_suffix(.holder), if *.landed { "; this write landed before that" } else { "" })]
     Fenced { key: String, worker_id: WorkerId, epoch: u64, holder: Option<WorkerId>, landed: bool },
 
+    /// The holder's lease passed its trusted time before this write; nothing
+    /// was written. Claim again; a longer ttl or more frequent heartbeats
+    /// keep a lease.
+    #[error("the lease of worker {worker_id} on {key} (epoch {epoch}) was trusted only until {trusted_until}; nothing was written: claim it again (a longer ttl or more frequent heartbeats keep a lease)")]
+    Expired { key: String, worker_id: WorkerId, epoch: u64, trusted_until: Timestamp },
+
     /// Someone else holds a valid lease; try again after `expires_at` plus
     /// the skew allowance, or ask them to stop.
     #[error("lease on {key} is held by {holder} (epoch {epoch}) until {expires_at}")]
@@ -106,7 +112,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Conflict { .. } => ErrorKind::Conflict,
-            Error::Fenced { .. } => ErrorKind::Fenced,
+            Error::Fenced { .. } | Error::Expired { .. } => ErrorKind::Fenced,
             Error::LeaseHeld { .. } => ErrorKind::LeaseHeld,
             Error::InvalidTransition { .. }
             | Error::CounterRegression { .. }

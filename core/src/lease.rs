@@ -194,6 +194,21 @@ pub(crate) fn check_holder(key: &str, lease: Option<&Lease>, holder: &Holder, wr
     Ok(HolderCheck::Current)
 }
 
+/// Refuses a holder's write once its lease is past its trusted time
+/// (`expires_at - safety_margin` by the writer's clock): others may treat it
+/// as expired soon, and an operator may already have acted on that.
+pub(crate) fn ensure_trusted(key: &str, lease: Option<&Lease>, now: Timestamp, config: &LeaseConfig) -> Result<(), Error> {
+    match lease {
+        Some(l) if !Holder::trusts(l, now, config) => Err(Error::Expired {
+            key: key.into(),
+            worker_id: l.worker_id.clone(),
+            epoch: l.epoch,
+            trusted_until: l.expires_at.minus(config.safety_margin),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Takes the lease for `worker_id` if it is claimable at `now`, with epoch
 /// one past the stored one. A worker may re-claim its own valid lease (a
 /// restarted process): that too bumps the epoch and fences the old process.

@@ -1,5 +1,6 @@
 //! The operations: claim (and takeover), checkpoint, heartbeat, release,
-//! complete, fail, remote stop, and the operator's pause, resume and new run.
+//! complete, fail, remote stop, and the operator's pause and resume (resets
+//! and new runs are pipeline-wide: [`crate::generation`]).
 //! Each is a [`Mutation`] for the [`Update`](crate::protocol::Update) driver.
 
 use alloc::string::String;
@@ -9,8 +10,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::doc::{Document, Limits, PartitionDoc, PipelineDoc, StepStatus};
 use crate::error::Error;
-use crate::id::{RunId, StepId, WorkerId};
-use crate::lease::{check_holder, take, Holder, HolderCheck, Lease, LeaseConfig, LeaseStatus, StopRequest, PREVIOUS_HOLDERS};
+use crate::generation::Adoption;
+use crate::id::{StepId, WorkerId};
+use crate::lease::{
+    check_holder, ensure_trusted, take, Holder, HolderCheck, Lease, LeaseConfig, LeaseStatus, StopRequest, PREVIOUS_HOLDERS,
+};
 use crate::protocol::{Context, Mutation};
 use crate::step::{Finish, Progress};
 use crate::time::Timestamp;
@@ -25,6 +29,10 @@ pub trait Work: Document {
     fn record(&mut self, progress: &Self::Progress, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error>;
     /// Status change when the holder lets go.
     fn finish(&mut self, finish: &Finish, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error>;
+    /// Catches up with a reset the pipeline committed ([`crate::generation`]).
+    fn adopt(&mut self, _to: &Adoption, _now: Timestamp) -> bool {
+        false
+    }
 }
 
 impl Work for PartitionDoc {
@@ -39,6 +47,9 @@ impl Work for PartitionDoc {
     }
     fn finish(&mut self, finish: &Finish, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error> {
         PartitionDoc::finish(self, finish, worker, now, limits)
+    }
+    fn adopt(&mut self, to: &Adoption, now: Timestamp) -> bool {
+        PartitionDoc::adopt(self, to, now)
     }
 }
 
@@ -103,13 +114,22 @@ impl<D: Document> Mutation for Create<D> {
 pub struct Claim<D> {
     pub worker_id: WorkerId,
     pub write_id: u64,
+    /// The pipeline's current generation, when the claimer read it: a
+    /// partition behind it is reset to it first ([`crate::generation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<Adoption>,
     #[serde(skip)]
     _doc: PhantomData<D>,
 }
 
 impl<D> Claim<D> {
     pub fn new(worker_id: WorkerId, write_id: u64) -> Self {
-        Claim { worker_id, write_id, _doc: PhantomData }
+        Claim { worker_id, write_id, adopt: None, _doc: PhantomData }
+    }
+
+    /// The same claim, catching the partition up with `to` first.
+    pub fn adopting(self, to: Adoption) -> Self {
+        Claim { adopt: Some(to), ..self }
     }
 }
 
@@ -120,6 +140,9 @@ impl<D: Work> Mutation for Claim<D> {
             if l.worker_id == self.worker_id && l.last_write == self.write_id {
                 return Ok(false);
             }
+        }
+        if let Some(to) = &self.adopt {
+            doc.adopt(to, ctx.now);
         }
         doc.start(ctx.now)?;
         take(key, doc.lease_mut(), &self.worker_id, self.write_id, ctx.now, &ctx.config.lease).map(|()| true)
@@ -165,6 +188,7 @@ impl<D: Work> Mutation for Write<D> {
         if check_holder(key, doc.lease(), &self.holder, self.write_id)? == HolderCheck::Landed {
             return Ok(false);
         }
+        ensure_trusted(key, doc.lease(), ctx.now, &ctx.config.lease)?;
         let worker = &self.holder.worker_id;
         doc.record(&self.progress, worker, ctx.now, &ctx.config.limits)?;
         let stop_requested = doc.lease().is_some_and(|l| l.stop_requested.is_some());
@@ -281,11 +305,6 @@ pub enum Operator {
     Pause,
     /// Paused → Pending.
     Resume,
-    /// Statuses reset for run `run_id`; bookmarks kept.
-    NewRun { run_id: RunId },
-    /// Back to Pending within the current run: counters and attempts
-    /// zeroed, bookmark kept. Idempotent.
-    Reset,
     /// Marks a lease that expired past the skew allowance as released (a
     /// dead worker's), Running → Pending. Nothing changes for a live lease.
     ReleaseExpired,
@@ -300,14 +319,6 @@ impl Mutation for Operator {
                 doc.pause()
             }
             Operator::Resume => doc.resume(),
-            Operator::NewRun { run_id } => {
-                ensure_unheld(key, doc.lease.as_ref(), ctx.now, &ctx.config.lease)?;
-                Ok(doc.new_run(run_id))
-            }
-            Operator::Reset => {
-                ensure_unheld(key, doc.lease.as_ref(), ctx.now, &ctx.config.lease)?;
-                Ok(doc.reset())
-            }
             Operator::ReleaseExpired => {
                 if !matches!(LeaseStatus::of(doc.lease.as_ref(), ctx.now, &ctx.config.lease), LeaseStatus::Expired { .. }) {
                     return Ok(false);
@@ -321,24 +332,5 @@ impl Mutation for Operator {
                 Ok(true)
             }
         }
-    }
-}
-
-/// Start a new run on the pipeline document: new run id, first step current.
-/// Idempotent per run id. Its partitions are reset with [`Operator::NewRun`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NewPipelineRun {
-    pub run_id: RunId,
-}
-
-impl Mutation for NewPipelineRun {
-    type Doc = PipelineDoc;
-    fn apply(&self, _key: &str, doc: &mut PipelineDoc, _ctx: &Context) -> Result<bool, Error> {
-        if doc.run_id == self.run_id {
-            return Ok(false);
-        }
-        doc.run_id = self.run_id.clone();
-        doc.current_step = doc.steps.first().map(|s| s.step_id.clone());
-        Ok(true)
     }
 }

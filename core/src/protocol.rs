@@ -347,10 +347,17 @@ impl<M: Mutation> Drive for Update<M> {
                 self.stored = Stored::Unknown;
                 self.proceed(now)
             }
-            (Awaiting::Get | Awaiting::Put, Response::Unavailable { reason }) => {
+            (awaiting @ (Awaiting::Get | Awaiting::Put), Response::Unavailable { reason }) => {
                 self.transient_failures += 1;
                 if self.transient_failures > self.config.retry.max_transient_failures {
                     return self.finish(Err(Error::Unavailable { key: self.key.clone(), attempts: self.transient_failures, reason }));
+                }
+                if awaiting == Awaiting::Put {
+                    // The write may have landed: read before deciding
+                    // anything again (a rule applied to the old copy could
+                    // refuse, say as expired, a write that is stored).
+                    self.stored = Stored::Unknown;
+                    self.pending = None;
                 }
                 self.awaiting = Awaiting::Wake;
                 Action::Sleep(self.config.retry.delay(self.transient_failures, random))
@@ -359,9 +366,9 @@ impl<M: Mutation> Drive for Update<M> {
         }
     }
 
-    /// Continues after an [`Action::Sleep`]. A write is rebuilt from the last
-    /// known document, so if the earlier attempt landed, the retry's conflict
-    /// re-reads and finds it.
+    /// Continues after an [`Action::Sleep`]. After a write whose outcome is
+    /// unknown, the document is read again first, so a write that landed is
+    /// found and not applied twice.
     fn wake(&mut self, now: Timestamp) -> Action<Committed<M::Doc>> {
         if self.awaiting != Awaiting::Wake {
             return self.misuse("wake without a sleep");

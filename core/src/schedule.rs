@@ -90,6 +90,12 @@ pub enum Readiness {
         worker_id: WorkerId,
         until: Timestamp,
     },
+    /// An operator holds the pipeline for a reset or a new run; claims wait
+    /// until it commits or its lease ends.
+    Locked {
+        worker_id: WorkerId,
+        until: Timestamp,
+    },
     /// Upstream of it failed for good: it cannot run in this run.
     Blocked {
         by: Vec<String>,
@@ -206,8 +212,12 @@ pub fn schedule(
     policy: &SchedulePolicy,
     random: u64,
 ) -> Schedule {
+    // Partitions behind a committed reset read as fresh ones of this run.
+    let partitions: Vec<PartitionDoc> =
+        partitions.iter().filter(|p| p.pipeline_id == pipeline.pipeline_id).map(|p| p.as_of(pipeline, now)).collect();
+    let locked = pipeline.locked_by(now, lease).map(|(worker_id, until)| Readiness::Locked { worker_id: worker_id.clone(), until });
     let mut docs: BTreeMap<&StepId, Vec<&PartitionDoc>> = BTreeMap::new();
-    for p in partitions.iter().filter(|p| p.pipeline_id == pipeline.pipeline_id) {
+    for p in &partitions {
         docs.entry(&p.step_id).or_default().push(p);
     }
     // Planned steps in dependency order, then steps found but not planned.
@@ -230,14 +240,17 @@ pub fn schedule(
         let mut tier = Vec::new();
         for id in ids {
             let doc = found.iter().find(|d| d.shard == id.shard).copied();
-            let readiness = match doc {
-                None => Readiness::Missing,
-                Some(doc) => judge(pipeline, plan, doc, &judged, now, lease, policy),
+            let readiness = match (doc, &locked) {
+                (None, _) => Readiness::Missing,
+                (Some(doc), locked) => match judge(pipeline, plan, doc, &judged, now, lease, policy) {
+                    r if r.is_ready() => locked.clone().unwrap_or(r),
+                    r => r,
+                },
             };
             // Our own live lease (a restarted process) is ours to take back,
             // but not on a partition still carrying an older run's state.
             let current = doc.is_some_and(|d| d.run_id == pipeline.run_id);
-            if let (Readiness::Held { worker_id, .. }, Some(me), true) = (&readiness, worker, current) {
+            if let (Readiness::Held { worker_id, .. }, Some(me), true, None) = (&readiness, worker, current, &locked) {
                 if worker_id == me {
                     own_leases.push(id.clone());
                 }
@@ -271,7 +284,7 @@ pub fn schedule(
     let all: Vec<&Readiness> = steps.iter().flat_map(|s| &s.partitions).map(|p| &p.readiness).collect();
     // Started in this run: claimed at least once (a holder that died, a
     // retry past its backoff and a release all leave attempts behind).
-    let started = partitions.iter().any(|p| p.pipeline_id == pipeline.pipeline_id && p.run_id == pipeline.run_id && p.attempts > 0);
+    let started = partitions.iter().any(|p| p.run_id == pipeline.run_id && p.attempts > 0);
     let status = pipeline_status(&all, started);
     let active = |r: &Readiness| matches!(r, Readiness::Ready { .. } | Readiness::Held { .. } | Readiness::Backoff { .. });
     let frontier: Vec<StepId> =

@@ -255,7 +255,7 @@ impl<D: Work> Session<D> {
             self.unresolved = None;
         }
         let landed_then_taken = matches!(outcome, Err(Error::Fenced { landed: true, .. }));
-        self.taken |= matches!(outcome, Err(Error::Fenced { .. }));
+        self.taken |= matches!(outcome, Err(Error::Fenced { .. } | Error::Expired { .. }));
         if let Ok(c) = outcome.as_ref() {
             self.doc = c.doc.clone();
             self.version = c.version.clone();

@@ -85,6 +85,10 @@ pub struct Vector {
     pub cached: Option<StoredDoc>,
     #[serde(default)]
     pub config: Option<Config>,
+    /// When the operation starts, if not at its first exchange (one that
+    /// is decided before any request has none).
+    #[serde(default)]
+    pub now: Option<i64>,
     pub exchanges: Vec<Exchange>,
     pub outcome: Outcome,
 }
@@ -217,7 +221,7 @@ fn drive<M: Mutation<Doc = PartitionDoc>>(file: &VectorFile, v: &Vector, mutatio
         Some(c) => Update::from_cached(&file.key, mutation, config, merge(&file.base, &c.doc)?, etag(&c.e_tag)),
         None => Update::new(&file.key, mutation, config),
     };
-    let mut now = v.exchanges.first().and_then(|x| x.now).unwrap_or(0);
+    let mut now = v.now.or_else(|| v.exchanges.first().and_then(|x| x.now)).unwrap_or(0);
     let mut action = op.start(Timestamp::from_millis(now));
     for (i, x) in v.exchanges.iter().enumerate() {
         let at = |e: String| alloc::format!("exchange {i}: {e}");

@@ -156,6 +156,9 @@ fn combine(kinds: impl Iterator<Item = StatusKind>) -> StatusKind {
 /// `recent_errors` keeps the newest `config.limits.errors_keep_last` records.
 pub fn aggregate(pipeline: &PipelineDoc, partitions: &[PartitionDoc], now: Timestamp, config: &Config) -> Result<PipelineState, Error> {
     let keep_errors = config.limits.errors_keep_last;
+    // Partitions behind a committed reset read as fresh ones of this run.
+    let partitions: Vec<PartitionDoc> = partitions.iter().map(|p| p.as_of(pipeline, now)).collect();
+    let partitions = partitions.as_slice();
     let mut by_step: BTreeMap<&StepId, Vec<&PartitionDoc>> = BTreeMap::new();
     for p in partitions {
         if p.pipeline_id != pipeline.pipeline_id {

@@ -112,12 +112,23 @@ fn pipeline_document_has_its_own_lease_and_progress() {
         .unwrap_err();
     assert!(err.to_string().contains("not a step of pipeline orders"), "{err}");
     let err = store
-        .run(Update::from_cached(&key, Write::complete(holder, 9, PipelineProgress::default()), config, saved.doc, saved.version), 30)
+        .run(
+            Update::from_cached(
+                &key,
+                Write::complete(holder.clone(), 9, PipelineProgress::default()),
+                config,
+                saved.doc.clone(),
+                saved.version.clone(),
+            ),
+            30,
+        )
         .unwrap_err();
     assert!(err.to_string().contains("no status"), "{err}");
 
-    let run2 = store.run(Update::new(&key, NewPipelineRun { run_id: RunId::new("run-2").unwrap() }, config), 40).unwrap();
-    assert_eq!((run2.doc.run_id.as_str(), run2.doc.current_step.as_ref()), ("run-2", Some(&extract)));
+    let new_run = CommitReset { holder, write_id: 10, scope: ResetScope::NewRun { run_id: RunId::new("run-2").unwrap() } };
+    let run2 = store.run(Update::from_cached(&key, new_run, config, saved.doc, saved.version), 40).unwrap();
+    assert_eq!((run2.doc.run_id.as_str(), run2.doc.current_step.as_ref(), run2.doc.generation), ("run-2", Some(&extract), 1));
+    assert!(run2.doc.lease.as_ref().unwrap().released_at.is_some(), "the commit lets go of the pipeline");
 }
 
 #[test]

@@ -570,10 +570,10 @@ impl Sim {
                     Err(Error::Fenced { .. }) if did_land && claims_since > oxiflow_core::lease::PREVIOUS_HOLDERS as u64 => {
                         seen::one(&seen::LANDED_THEN_TAKEN_TOO_OFTEN)
                     }
-                    Err(Error::Fenced { .. }) => {
+                    Err(Error::Fenced { .. } | Error::Expired { .. }) => {
                         assert!(
                             !did_land,
-                            "{} write {write_id} ({intent:?}) landed but was reported fenced; {claims_since} claims since",
+                            "{} write {write_id} ({intent:?}) landed but was reported fenced ({result:?}); {claims_since} claims since",
                             worker.id
                         )
                     }
@@ -598,7 +598,7 @@ impl Sim {
                             worker.stopping = false;
                         }
                     }
-                    Err(Error::Fenced { .. }) => {
+                    Err(Error::Fenced { .. } | Error::Expired { .. }) => {
                         seen::one(&seen::FENCED);
                         worker.session = None;
                         worker.stopping = false;

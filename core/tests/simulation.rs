@@ -306,7 +306,7 @@ impl Sim {
                             worker.session = None;
                         }
                     }
-                    Err(Error::Fenced { .. }) => {
+                    Err(Error::Fenced { .. } | Error::Expired { .. }) => {
                         FENCED.fetch_add(1, Relaxed);
                         worker.session = None;
                     }

@@ -102,7 +102,7 @@ fn the_runner_notices_a_wrong_session_expectation() {
 
     let stop = index_of(&file, "our write landed just before the stop request");
     refused(&file, &format!("/vectors/{stop}/calls/0/outcome/ok/stop"), Value::Null);
-    refused(&file, &format!("/vectors/{stop}/calls/0/exchanges/4/expect/put_if_match/doc/lease/last_write"), json!(13));
+    refused(&file, &format!("/vectors/{stop}/calls/0/exchanges/3/expect/put_if_match/doc/lease/last_write"), json!(13));
 
     let taken = index_of(&file, "a release whose response was lost");
     refused(&file, &format!("/vectors/{taken}/calls/1/exchanges/0/respond/object/doc/lease/previous/0/last_write"), json!(11));

@@ -114,6 +114,8 @@ export type Readiness =
   /** Failed for good: an operator must reset it. */
   | { state: "failed"; error: string; failures: number }
   | { state: "held"; worker_id: string; until: Millis }
+  /** An operator holds the pipeline for a reset or new run; claims wait until it commits or `until`. */
+  | { state: "locked"; worker_id: string; until: Millis }
   /** Upstream failed for good: `by` names up to 8 partitions, `count` says how many. */
   | { state: "blocked"; by: string[]; count: number }
   /** Upstream not completed yet: `on` names up to 8 partitions, `count` says how many. */

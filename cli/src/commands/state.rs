@@ -7,7 +7,7 @@ use oxiflow_backends::{Export, StepPlan};
 use oxiflow_core::{PartitionId, PipelineState, RunId, StatusKind, StepId, Timestamp};
 use serde::Serialize;
 
-use super::{partition_id, pipeline_id, Ctx};
+use super::{partition_id, pipeline_id, worker_id, Ctx};
 use crate::config;
 use crate::output::{self, Table};
 
@@ -297,22 +297,18 @@ pub async fn cleanup(ctx: &Ctx) -> anyhow::Result<()> {
 pub async fn reset(ctx: &Ctx, pipeline: &str, step: Option<&str>, new_run: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
-    let keys = if new_run {
+    let by = worker_id(&format!("oxiflow-cli-{}", std::process::id()))?;
+    let done = if new_run {
         let run: RunId = format!("run-{}", m.now().as_millis()).parse()?;
-        m.new_run(&p, &run).await?;
-        if !ctx.json {
-            println!("started {run} for {pipeline}");
-        }
-        vec![]
+        m.new_run(&p, &run, &by).await?
     } else {
         let step: Option<StepId> = step.map(str::parse).transpose()?;
-        m.reset(&p, step.as_ref()).await?
+        m.reset(&p, step.as_ref(), &by).await?
     };
     if ctx.json {
-        return output::json(&Keys { keys });
+        return output::json(&done);
     }
-    if !new_run {
-        println!("reset {} partition(s) of {pipeline}", keys.len());
-    }
+    let what = if new_run { format!("started {} for", done.run_id) } else { format!("reset {} partition(s) of", done.partitions) };
+    println!("{what} {pipeline} ({} acknowledged record(s) set back to zero; bookmarks kept)", done.discarded_records);
     Ok(())
 }

@@ -223,7 +223,7 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
                     return Ok(Ended::Stop);
                 }
                 Ok(_) => {}
-                Err(StoreError::Core(e @ oxiflow_core::Error::Fenced { .. })) => {
+                Err(StoreError::Core(e @ (oxiflow_core::Error::Fenced { .. } | oxiflow_core::Error::Expired { .. }))) => {
                     say!("{me}: {e}");
                     return Ok(Ended::Lost);
                 }
