@@ -60,7 +60,15 @@ impl ObjectStoreBackend {
     /// Opens `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`
     /// or `memory://`.
     pub fn open(url: &str, options: &ObjectStoreOptions) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidUrl { url: url.to_string(), reason };
+        // Never the password of a mistyped URL (redsi://user:pw@host).
+        let shown = match Url::parse(url) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                u.to_string()
+            }
+            _ => url.to_string(),
+        };
+        let invalid = |reason: String| Error::InvalidUrl { url: shown.clone(), reason };
         let parsed = Url::parse(url).map_err(|e| invalid(e.to_string()))?;
         let bucket = parsed.host_str().unwrap_or_default().to_string();
         let prefix = parsed.path().trim_matches('/').to_string();
@@ -117,7 +125,11 @@ impl ObjectStoreBackend {
                 Arc::new(b.build().map_err(|e| invalid(e.to_string()))?)
             }
             "file" => return Err(invalid("file:// URLs open the local-directory store (LocalDirStore), not object_store".into())),
-            other => return Err(invalid(format!("unknown scheme {other:?}; use s3://, gs://, az://, file:// or memory://"))),
+            other => {
+                return Err(invalid(format!(
+                    "unknown scheme {other:?}; use s3://, gs://, az://, redis://, rediss://, http(s)://, file:// or memory://"
+                )))
+            }
         };
         Ok(ObjectStoreBackend { inner: store, prefix, describe })
     }

@@ -106,12 +106,14 @@ async fn wrong_azure_credentials_are_access_denied_without_the_key() {
 async fn unknown_schemes_and_bucketless_urls_are_refused_with_the_fix() {
     for (url, hint) in [
         ("ftp://x/y", "unknown scheme"),
+        ("redsi://u:pw-SECRET@h/0", "redis://"),
         ("s3:///prefix", "no bucket"),
         ("not a url", "relative URL"),
         ("file:///tmp/x", "local-directory store"),
     ] {
         let err = ObjectStoreBackend::open(url, &ObjectStoreOptions::default()).unwrap_err();
         assert!(matches!(err, Error::InvalidUrl { .. }) && err.to_string().contains(hint), "{url}: {err}");
+        assert!(!err.to_string().contains("pw-SECRET"), "{err}");
     }
 }
 

@@ -3,15 +3,18 @@
 //! by flags. String values may use `${VAR}` and `${VAR:-default}`.
 //!
 //! With nothing configured, state lives in `.oxiflow/state` on the local
-//! disk: the embedded default.
+//! disk: the embedded default. The original shape, `state_manager:`, is
+//! accepted too (`state_manager.rs`); one file holds one of the two.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxiflow_backends::{ConditionalStore, HttpStore, LocalDirStore, ObjectStoreBackend, ObjectStoreOptions, StateManager};
+use oxiflow_backends::{ConditionalStore, HttpStore, LocalDirStore, ObjectStoreBackend, ObjectStoreOptions, RedisStore, StateManager};
 use oxiflow_core::Config as CoreConfig;
 use serde::Deserialize;
+
+use crate::state_manager::{self as legacy, StateManagerSection};
 
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +30,8 @@ pub enum ConfigError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    #[serde(default)]
-    state: StateSection,
+    state: Option<StateSection>,
+    state_manager: Option<StateManagerSection>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +79,15 @@ pub struct Settings {
     pub core: CoreConfig,
     pub history_keep_last: usize,
     pub object: ObjectStoreOptions,
+    /// `state_manager.http.auth_token` (`OXIFLOW_TOKEN` overrides it).
+    pub http_token: Option<String>,
+    /// `state_manager.stale_worker_timeout`: accepted and kept; `state
+    /// cleanup --stale-workers` releases leases once they expired past the
+    /// skew allowance, whatever this says (docs/cli.md).
+    pub stale_worker_timeout: Option<Duration>,
+    /// `state_manager.checkpoint_interval`: accepted and kept; workers
+    /// checkpoint when their batch reports progress (docs/cli.md).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 const CONFIG_DIR: &str = ".oxiflow";
@@ -147,10 +159,11 @@ pub fn load(
         Some(p) => Some(cwd.join(p)),
         None => env("OXIFLOW_CONFIG").map(|p| cwd.join(p)).or_else(|| find_config(cwd)),
     };
-    let (section, name) = match &config_file {
-        None => (StateSection::default(), "(no config file)".to_string()),
+    let (section, mapped, name) = match &config_file {
+        None => (StateSection::default(), legacy::Mapped::default(), "(no config file)".to_string()),
         Some(path) => {
             let name = path.display().to_string();
+            let invalid = |message: String| ConfigError::Invalid { file: name.clone(), message };
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
             let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| {
                 let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
@@ -159,10 +172,42 @@ pub fn load(
             if value.is_null() {
                 value = serde_yaml_ng::Value::Mapping(Default::default());
             }
-            expand_value(&mut value, env).map_err(|message| ConfigError::Invalid { file: name.clone(), message })?;
-            let parsed: FileConfig =
-                serde_yaml_ng::from_value(value).map_err(|e| ConfigError::Invalid { file: name.clone(), message: e.to_string() })?;
-            (parsed.state, name)
+            if value.get("state").is_some() && value.get(legacy::KEY).is_some() {
+                return Err(invalid(format!("both state: and {}: are set; keep one (state: is the current shape)", legacy::KEY)));
+            }
+            // Only the state_manager section in use is expanded.
+            let (mut chosen, mut aside) = (None, Vec::new());
+            if let Some(sm) = value.get_mut(legacy::KEY).and_then(|v| v.as_mapping_mut()) {
+                chosen = legacy::chosen(sm, &|s| expand(s, env)).map_err(invalid)?;
+                aside = legacy::set_aside(sm, chosen);
+            }
+            expand_value(&mut value, env).map_err(invalid)?;
+            if let Some(sm) = value.get_mut(legacy::KEY).and_then(|v| v.as_mapping_mut()) {
+                legacy::restore(sm, aside);
+            }
+            let parsed: FileConfig = serde_yaml_ng::from_value(value).map_err(|e| invalid(e.to_string()))?;
+            let (section, mapped) = match parsed.state_manager {
+                None => (parsed.state.unwrap_or_default(), legacy::Mapped::default()),
+                Some(sm) => {
+                    let m = sm.map(chosen).map_err(invalid)?;
+                    if m.nfs {
+                        tracing::warn!(
+                            "{name}: state_manager.nfs uses the local-directory store, which relies on flock and atomic rename; NFS may honour neither across machines: share state through Redis or an object store instead"
+                        );
+                    }
+                    let url = m.url.clone();
+                    (
+                        StateSection {
+                            url,
+                            lease_ttl: m.lease_ttl.clone(),
+                            heartbeat_interval: m.heartbeat_interval.clone(),
+                            ..Default::default()
+                        },
+                        m,
+                    )
+                }
+            };
+            (section, mapped, name)
         }
     };
     // The project root: where `.oxiflow/` is, else the current directory.
@@ -184,10 +229,12 @@ pub fn load(
             "gcs" => &["gs"],
             "azure" => &["az", "azure", "abfs"],
             "memory" => &["memory"],
+            "redis" => &["redis", "rediss", "valkey", "valkeys"],
+            "http" => &["http", "https"],
             other => {
                 return Err(ConfigError::Invalid {
                     file: name,
-                    message: format!("state.backend: unknown backend {other:?} (auto, file, s3, gcs, azure, memory)"),
+                    message: format!("state.backend: unknown backend {other:?} (auto, file, s3, gcs, azure, memory, redis, http)"),
                 })
             }
         };
@@ -201,8 +248,13 @@ pub fn load(
     let durations = [
         ("OXIFLOW_RETRY_BASE", "retries.base", retries.base, &mut core.schedule.retry_base),
         ("OXIFLOW_RETRY_MAX", "retries.max", retries.max, &mut core.schedule.retry_max),
-        ("OXIFLOW_LEASE_TTL", "lease_ttl", section.lease_ttl.clone(), &mut core.lease.ttl),
-        ("OXIFLOW_HEARTBEAT_INTERVAL", "heartbeat_interval", section.heartbeat_interval.clone(), &mut core.lease.heartbeat_interval),
+        ("OXIFLOW_LEASE_TTL", mapped.ttl_field.unwrap_or("lease_ttl"), section.lease_ttl.clone(), &mut core.lease.ttl),
+        (
+            "OXIFLOW_HEARTBEAT_INTERVAL",
+            mapped.heartbeat_field.unwrap_or("heartbeat_interval"),
+            section.heartbeat_interval.clone(),
+            &mut core.lease.heartbeat_interval,
+        ),
         ("OXIFLOW_SKEW_ALLOWANCE", "skew_allowance", section.skew_allowance.clone(), &mut core.lease.skew_allowance),
         ("OXIFLOW_SAFETY_MARGIN", "safety_margin", section.safety_margin.clone(), &mut core.lease.safety_margin),
     ];
@@ -212,6 +264,9 @@ pub fn load(
         }
     }
     core.lease.validate().map_err(|e| ConfigError::Invalid { file: name.clone(), message: e.to_string() })?;
+    let stale_worker_timeout =
+        mapped.stale_worker_timeout.map(|v| duration(&name, "state_manager.stale_worker_timeout", &v)).transpose()?;
+    let checkpoint_interval = mapped.checkpoint_interval.map(|v| duration(&name, "state_manager.checkpoint_interval", &v)).transpose()?;
     let number = |var: &str, file: Option<usize>| -> Result<Option<usize>, ConfigError> {
         match env(var).filter(|v| !v.is_empty()) {
             Some(v) => v
@@ -237,7 +292,8 @@ pub fn load(
         region: pick("OXIFLOW_REGION", section.region),
         ..ObjectStoreOptions::default()
     };
-    Ok(Settings { url, config_file, core, history_keep_last, object })
+    let http_token = mapped.http_token;
+    Ok(Settings { url, config_file, core, history_keep_last, object, http_token, stale_worker_timeout, checkpoint_interval })
 }
 
 impl Settings {
@@ -246,8 +302,11 @@ impl Settings {
         let store: Arc<dyn ConditionalStore> = if let Some(dir) = self.url.strip_prefix("file://") {
             Arc::new(LocalDirStore::open(dir)?)
         } else if self.url.starts_with("http://") || self.url.starts_with("https://") {
-            // A remote `oxiflow serve`; its token from OXIFLOW_TOKEN.
-            Arc::new(HttpStore::new(&self.url, std::env::var("OXIFLOW_TOKEN").ok())?)
+            // A remote `oxiflow serve`; its token from OXIFLOW_TOKEN, else the config file.
+            let token = std::env::var("OXIFLOW_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| self.http_token.clone());
+            Arc::new(HttpStore::new(&self.url, token)?)
+        } else if ["redis://", "rediss://", "valkey://", "valkeys://"].iter().any(|s| self.url.starts_with(s)) {
+            Arc::new(RedisStore::open(&self.url)?)
         } else {
             Arc::new(ObjectStoreBackend::open(&self.url, &self.object)?)
         };
@@ -256,75 +315,5 @@ impl Settings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
-    }
-
-    #[test]
-    fn expands_variables_and_defaults() {
-        let env = env_of(&[("BUCKET", "b1"), ("EMPTY", "")]);
-        assert_eq!(expand("s3://${BUCKET}/x", &env).unwrap(), "s3://b1/x");
-        assert_eq!(expand("${NOPE:-30s}", &env).unwrap(), "30s");
-        assert_eq!(expand("${EMPTY:-d}", &env).unwrap(), "d");
-        assert!(expand("${NOPE}", &env).unwrap_err().contains("NOPE is not set"));
-        assert!(expand("${OPEN", &env).is_err());
-    }
-
-    #[test]
-    fn embedded_default_is_the_local_state_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = load(dir.path(), None, None, &env_of(&[])).unwrap();
-        assert_eq!(s.url, format!("file://{}", dir.path().join(".oxiflow/state").display()));
-        assert!(s.config_file.is_none());
-    }
-
-    #[test]
-    fn file_then_environment_then_flag() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".oxiflow")).unwrap();
-        std::fs::write(
-            dir.path().join(".oxiflow/config.yaml"),
-            "state:\n  url: s3://${BUCKET:-dflt}/p\n  lease_ttl: 45s\n  errors: { keep_last: 5 }\n",
-        )
-        .unwrap();
-        let sub = dir.path().join("a/b");
-        std::fs::create_dir_all(&sub).unwrap();
-        let s = load(&sub, None, None, &env_of(&[])).unwrap();
-        assert_eq!((s.url.as_str(), s.core.lease.ttl, s.core.limits.errors_keep_last), ("s3://dflt/p", Duration::from_secs(45), 5));
-        let s = load(&sub, None, None, &env_of(&[("OXIFLOW_BACKEND", "memory://"), ("OXIFLOW_LEASE_TTL", "1m")])).unwrap();
-        assert_eq!((s.url.as_str(), s.core.lease.ttl), ("memory://", Duration::from_secs(60)));
-        let s = load(&sub, None, Some("memory://flag"), &env_of(&[("OXIFLOW_BACKEND", "memory://")])).unwrap();
-        assert_eq!(s.url, "memory://flag");
-    }
-
-    #[test]
-    fn syntax_errors_name_file_line_and_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        std::fs::write(&path, "state:\n  url: [unclosed\n  lease_ttl: 3s\n").unwrap();
-        let err = load(dir.path(), Some(&path), None, &env_of(&[])).unwrap_err();
-        let ConfigError::Syntax { line, .. } = &err else { panic!("{err}") };
-        assert!(*line >= 2, "{err}");
-        assert!(err.to_string().starts_with(&format!("{}:", path.display())), "{err}");
-    }
-
-    #[test]
-    fn bad_values_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.yaml");
-        for (text, needle) in [
-            ("state:\n  lease_ttl: soon\n", "lease_ttl"),
-            ("state:\n  lease_tl: 3s\n", "unknown field `lease_tl`"),
-            ("state:\n  backend: s3\n  url: memory://\n", "state.backend is s3"),
-            ("state:\n  lease_ttl: 3s\n  safety_margin: 5s\n", "safety margin"),
-            ("state:\n  url: ${UNSET_VAR_X}\n", "UNSET_VAR_X is not set"),
-        ] {
-            std::fs::write(&path, text).unwrap();
-            let err = load(dir.path(), Some(&path), None, &env_of(&[])).unwrap_err();
-            assert!(err.to_string().contains(needle), "{text:?}: {err}");
-        }
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

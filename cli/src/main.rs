@@ -7,6 +7,7 @@ mod exit;
 mod output;
 mod plan;
 mod progress;
+mod state_manager;
 
 use std::process::ExitCode;
 

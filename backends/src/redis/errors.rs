@@ -37,12 +37,20 @@ pub(crate) fn map(target: &Target, key: &str, e: RedisError) -> Error {
         };
     }
     if e.is_timeout() {
+        let tls = if target.describe.starts_with("rediss://") || target.describe.starts_with("valkeys://") {
+            " (a server without TLS never answers a TLS handshake: use redis:// for it)"
+        } else {
+            ""
+        };
         return Error::Unavailable {
             store,
-            reason: format!("no reply on {key} within {} ms; the outcome is unknown", target.timeout.as_millis()),
+            reason: format!("no reply on {key} within {} ms; the outcome is unknown{tls}", target.timeout.as_millis()),
         };
     }
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
+    if e.is_connection_refusal() {
+        return Error::Unavailable { store, reason: format!("cannot connect to {host}: {text}") };
+    }
+    if e.is_io_error() || e.is_connection_dropped() {
         return Error::Unavailable { store, reason: format!("{text}; if a write was in flight its outcome is unknown") };
     }
     match e.kind() {

@@ -12,6 +12,12 @@ struct Doctor {
     lease_ttl_ms: u128,
     heartbeat_interval_ms: u128,
     skew_allowance_ms: u128,
+    /// `state_manager.stale_worker_timeout`, when configured (kept, not used: docs/cli.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale_worker_timeout_ms: Option<u128>,
+    /// `state_manager.checkpoint_interval`, when configured (kept, not used: docs/cli.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint_interval_ms: Option<u128>,
     probe: oxiflow_backends::ProbeReport,
 }
 
@@ -20,11 +26,14 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let probe = m.probe().await?;
     let l = &ctx.settings.core.lease;
     let report = Doctor {
-        store: ctx.settings.url.clone(),
+        // The store's own description: never a password from the URL.
+        store: m.store().describe().to_string(),
         config_file: ctx.settings.config_file.as_ref().map(|p| p.display().to_string()),
         lease_ttl_ms: l.ttl.as_millis(),
         heartbeat_interval_ms: l.heartbeat_interval.as_millis(),
         skew_allowance_ms: l.skew_allowance.as_millis(),
+        stale_worker_timeout_ms: ctx.settings.stale_worker_timeout.map(|d| d.as_millis()),
+        checkpoint_interval_ms: ctx.settings.checkpoint_interval.map(|d| d.as_millis()),
         probe,
     };
     if ctx.json {
@@ -33,6 +42,12 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     println!("store        {}", report.store);
     println!("config       {}", report.config_file.as_deref().unwrap_or("(none: built-in defaults)"));
     println!("lease        ttl {:?}, heartbeat every {:?}, skew allowance {:?}", l.ttl, l.heartbeat_interval, l.skew_allowance);
+    if let Some(d) = ctx.settings.stale_worker_timeout {
+        println!("stale        stale_worker_timeout {d:?} is kept but not used: `state cleanup --stale-workers` frees leases expired past the skew allowance");
+    }
+    if let Some(d) = ctx.settings.checkpoint_interval {
+        println!("checkpoints  checkpoint_interval {d:?} is kept but not used: workers checkpoint when a batch reports progress");
+    }
     println!("create-only  ok (a second If-None-Match: * create was refused)");
     println!("compare-swap ok (an If-Match update with a stale version was refused)");
     println!("versions     {}", if report.probe.generations { "generations" } else { "ETags" });
