@@ -7,9 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::{StreamExt, TryStreamExt};
 use oxiflow_core::{
-    aggregate, check_claim, codec, keys, schedule, Action, Claim, ClaimCheck, Config, Create, Document, Drive, Finish, LeaseStatus,
-    Operator, PartitionDoc, PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Readiness, Request, RequestStop, Response,
-    Restore, RunId, Schedule, Session, StepPlan, Timestamp, Update, WorkerId, Written,
+    aggregate, check_claim, codec, keys, schedule, Action, Adoption, Claim, ClaimCheck, Config, Create, Document, Drive, Finish,
+    LeaseStatus, Operator, PartitionDoc, PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Readiness, Request, RequestStop,
+    Response, Restore, RunId, Schedule, Session, StepPlan, Timestamp, Update, Version, WorkerId, Written,
 };
 use serde::{Deserialize, Serialize};
 
@@ -224,31 +224,64 @@ impl StateManager {
     /// [`StateManager::claim_in_order`] or [`StateManager::claim_next`]
     /// unless an operator means to run this partition regardless.
     pub async fn claim(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
-        let key = keys::partition_doc(pipeline, partition);
-        let op = Update::new(&key, Claim::<PartitionDoc>::new(worker.clone(), rand::random()), self.config);
-        self.claimed(pipeline, key, op).await
+        self.claim_checked(pipeline, partition, worker, None, None).await
     }
 
     /// Drives a claim, then reads the pipeline document to check it
     /// ([`check_claim`]): a reset in progress makes it let go (NotReady), a
     /// committed one is adopted by claiming again; then starts the holder's
     /// session on what it stored. One GET more than the claim itself.
-    async fn claimed(&self, pipeline: &PipelineId, key: String, mut op: Update<Claim<PartitionDoc>>) -> Result<Claimed> {
-        let pipeline_key = keys::pipeline_doc(pipeline);
+    /// `adopt`: the pipeline's adoption for the step, when the caller read
+    /// the pipeline already; without it, a claim refused by a state that a
+    /// reset made stale (completed, held by a stale claimer) reads the
+    /// pipeline and tries once more, adopting.
+    async fn claim_checked(
+        &self,
+        pipeline: &PipelineId,
+        partition: &PartitionId,
+        worker: &WorkerId,
+        mut adopt: Option<Adoption>,
+        mut cached: Option<(PartitionDoc, Version)>,
+    ) -> Result<Claimed> {
+        let key = keys::partition_doc(pipeline, partition);
+        let read_pipeline = || async {
+            let pipeline_key = keys::pipeline_doc(pipeline);
+            let found = self.read::<PipelineDoc>(&pipeline_key).await?;
+            found.map(|(doc, _)| doc).ok_or(Error::Core(oxiflow_core::Error::NotFound { key: pipeline_key }))
+        };
         for _ in 0..MAX_ADOPTIONS {
-            let c = self.run(op).await?;
+            let claim = Claim::<PartitionDoc>::new(worker.clone(), rand::random());
+            let claim = match adopt.clone() {
+                Some(to) => claim.adopting(to),
+                None => claim,
+            };
+            let op = match cached.take() {
+                Some((doc, version)) => Update::from_cached(&key, claim, self.config, doc, version),
+                None => Update::new(&key, claim, self.config),
+            };
+            let c = match self.run(op).await {
+                Ok(c) => c,
+                Err(Error::Core(e @ (oxiflow_core::Error::InvalidTransition { .. } | oxiflow_core::Error::LeaseHeld { .. })))
+                    if adopt.is_none() =>
+                {
+                    let to = read_pipeline().await?.adoption(&partition.step_id);
+                    if to.generation == 0 {
+                        return Err(e.into());
+                    }
+                    adopt = Some(to);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if c.wrote {
                 self.keep_history(&c.doc).await?;
             }
             let mut session = Session::claimed(key.clone(), c, self.config, self.now());
-            let (doc, _) =
-                self.read::<PipelineDoc>(&pipeline_key).await?.ok_or(oxiflow_core::Error::NotFound { key: pipeline_key.clone() })?;
-            match check_claim(&doc, session.doc(), self.now(), &self.config.lease) {
+            match check_claim(&read_pipeline().await?, session.doc(), self.now(), &self.config.lease) {
                 ClaimCheck::Current => return Ok(session),
                 ClaimCheck::Stale(to) => {
-                    let worker = session.lease().worker_id.clone();
-                    let claim = Claim::new(worker, rand::random()).adopting(to);
-                    op = Update::from_cached(&key, claim, self.config, session.doc().clone(), session.version().clone());
+                    adopt = Some(to);
+                    cached = Some((session.doc().clone(), session.version().clone()));
                 }
                 ClaimCheck::Locked { worker_id, until } => {
                     // Nothing was done under this claim; if the release is
@@ -310,10 +343,7 @@ impl StateManager {
                 | Readiness::Missing
                 | Readiness::Locked { .. }),
             ) => Err(oxiflow_core::Error::NotReady { key, reason: readiness_reason(r) }.into()),
-            _ => {
-                let claim = Claim::<PartitionDoc>::new(worker.clone(), rand::random()).adopting(doc.adoption(&partition.step_id));
-                self.claimed(pipeline, key.clone(), Update::new(&key, claim, self.config)).await
-            }
+            _ => self.claim_checked(pipeline, partition, worker, Some(doc.adoption(&partition.step_id)), None).await,
         }
     }
 
@@ -333,12 +363,9 @@ impl StateManager {
         let plan = self.schedule(&pipeline, &snapshot.partitions(), Some(worker));
         for partition in &plan.claimable {
             let key = keys::partition_doc(&pipeline.pipeline_id, partition);
-            let claim = Claim::<PartitionDoc>::new(worker.clone(), rand::random()).adopting(pipeline.adoption(&partition.step_id));
-            let op = match snapshot.partition(&key) {
-                Some((doc, version)) => Update::from_cached(&key, claim, self.config, doc.clone(), version.clone()),
-                None => Update::new(&key, claim, self.config),
-            };
-            match self.claimed(&pipeline.pipeline_id, key, op).await {
+            let cached = snapshot.partition(&key).cloned();
+            let adopt = Some(pipeline.adoption(&partition.step_id));
+            match self.claim_checked(&pipeline.pipeline_id, partition, worker, adopt, cached).await {
                 Ok(c) => return Ok(Next::Claimed(Box::new(c))),
                 // Lost the race for it (or it changed meanwhile): the next one.
                 Err(Error::Core(

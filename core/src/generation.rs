@@ -138,7 +138,8 @@ impl PartitionDoc {
 }
 
 /// What a claim that landed learns from the pipeline document read after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ClaimCheck {
     /// Keep working.
     Current,

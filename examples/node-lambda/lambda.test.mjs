@@ -62,7 +62,7 @@ test("without a step the Lambda takes what the scheduler says is ready, and says
   const { held } = await state.next("flow", "lambda-first");
   assert.equal(held.doc.step_id, "fetch");
   const cold = state.requests;
-  assert.equal(cold, 1 + 3 + 1, "LIST, GET of the pipeline and both partitions, one PUT to claim from what was read");
+  assert.equal(cold, 1 + 3 + 1 + 1, "LIST, GET of the pipeline and both partitions, one PUT to claim from what was read, a GET of the pipeline to check no reset raced it");
   const idle = await handler({ pipeline: "flow", worker_id: "lambda-second", batches: [] });
   assert.equal(idle.claimed, null);
   assert.equal(idle.finished, false);
@@ -75,7 +75,7 @@ test("without a step the Lambda takes what the scheduler says is ready, and says
   const before = state.requests;
   const none = await state.next("flow", "lambda-first");
   assert.equal(none.held?.doc.step_id, "merge");
-  assert.equal(state.requests - before, 1 + 1 + 1, "LIST, GET of the one changed document, PUT");
+  assert.equal(state.requests - before, 1 + 1 + 1 + 1, "LIST, GET of the one changed document, PUT, GET of the pipeline (the reset check)");
   await none.held.release();
 
   const out = await handler({ pipeline: "flow", step: "next", worker_id: "lambda-third", final: true, batches: [{ last_id: "m-1", records: 3 }] });
@@ -102,12 +102,31 @@ test("a stop request ends the Lambda's work after the batch it was saving", asyn
   await assert.rejects(held.checkpoint({ add_records: 1 }), (e) => e.kind === "fenced", "no write after the stop");
 });
 
-test("a claim is 2 requests and a checkpoint 1, on real S3", async () => {
+test("after a reset by the CLI, a Lambda's claim stores the partition fresh, bookmark kept, whether it names the step or not", async () => {
+  const state = new S3State({ bucket, prefix, client: client() });
+  ox("state", "create", "resettable", "--step", "only");
+  const { held } = await state.next("resettable", "lambda-r");
+  await held.complete({ last_processed_id: "r-5", add_records: 5 });
+  const reset = JSON.parse(ox("state", "reset", "resettable", "--json"));
+  assert.deepEqual([reset.partitions, reset.discarded_records, reset.generation], [1, 5, 1]);
+  // Named, without the pipeline read first: the stored state (completed) refuses, the pipeline says why, the claim adopts.
+  const before = state.requests;
+  const again = await state.claim("resettable", "only", "lambda-r2");
+  assert.equal(state.requests - before, 5, "GET (refused) + GET of the pipeline + GET and PUT adopting + GET of the pipeline (the check)");
+  assert.deepEqual([again.doc.records_processed, again.doc.generation, again.doc.last_processed_id], [0, 1, "r-5"]);
+  await again.release();
+  ox("state", "reset", "resettable");
+  const next = await state.next("resettable", "lambda-r3");
+  assert.deepEqual([next.held.doc.records_processed, next.held.doc.generation], [0, 2], "next() adopts in its one claim");
+  await next.held.release();
+});
+
+test("a claim is 3 requests and a checkpoint 1, on real S3", async () => {
   const state = new S3State({ bucket, prefix, client: client() });
   const held = await state.claim("orders", "load@0", "lambda-b");
-  assert.equal(state.requests, 2, "GET + PUT If-Match");
+  assert.equal(state.requests, 3, "GET + PUT If-Match + GET of the pipeline document (the reset check)");
   await held.checkpoint({ last_processed_id: "k-1", add_records: 1 });
-  assert.equal(state.requests, 3, "one PUT from the cached document and ETag");
+  assert.equal(state.requests, 4, "one PUT from the cached document and ETag");
   await held.release();
 });
 
@@ -129,7 +148,10 @@ test("a Lambda whose lease was taken over is fenced, and its write does not land
   // 40 s later by the new worker's clock the 30 s lease is past its skew allowance.
   const fresh = await state.claim("orders", "load@1", "lambda-new", () => now + 40_000);
   assert.equal(fresh.lease.epoch, slow.lease.epoch + 1);
-  await assert.rejects(slow.checkpoint({ add_records: 999 }, () => now + 41_000), (e) => e.kind === "fenced");
+  // Its clock runs behind, so it still trusts its lease and sends: the
+  // store's compare-and-swap refuses it. (By a correct clock it would be
+  // past its trusted time and send nothing: core/tests/generation.rs.)
+  await assert.rejects(slow.checkpoint({ add_records: 999 }, () => now + 10_000), (e) => e.kind === "fenced");
   const view = JSON.parse(ox("state", "show", "orders", "--json"));
   const part = view.steps.find((s) => s.step_id === "load").partitions.find((p) => p.partition === "load@1");
   assert.equal(part.lease.worker_id, "lambda-new");

@@ -21,7 +21,7 @@ export class StateError extends Error {
 const randomId = () => Math.floor(Math.random() * 2 ** 32);
 
 /** Errors a claim of the scheduler's pick can meet when another worker was faster: try the next one. */
-const LOST_RACE = new Set(["lease_held", "conflict", "invalid_transition", "not_found"]);
+const LOST_RACE = new Set(["lease_held", "conflict", "invalid_transition", "not_found", "not_ready"]);
 
 export class S3State {
   /**
@@ -90,11 +90,52 @@ export class S3State {
     return this.drive(op, op.start(now()), now);
   }
 
-  /** Claims a step (`step` or `step@shard`) for this worker: GET + PUT (one PUT from `cached`). */
-  async claim(pipeline, step, workerId, now = Date.now, cached = null) {
+  /**
+   * Claims a step (`step` or `step@shard`) for this worker: GET + PUT (one
+   * PUT from `cached`), then a GET of the pipeline document, which the core
+   * checks (`checkClaim`): a reset in progress makes the claim let go
+   * (`not_ready`), a committed one is adopted by claiming again. `adopt`:
+   * the pipeline's current `adoption`, when the caller read it already.
+   */
+  async claim(pipeline, step, workerId, now = Date.now, cached = null, adopt = null) {
     const key = core.partitionKey(pipeline, step);
-    const claimed = await this.run(key, { claim: { worker_id: workerId, write_id: randomId() } }, cached, now);
-    return new Holding(this, core.HolderSession.claimed(key, JSON.stringify(claimed), this.config, now()));
+    for (let attempt = 0; attempt < 4; attempt++) {
+      const claim = { worker_id: workerId, write_id: randomId(), ...(adopt && { adopt }) };
+      let claimed;
+      try {
+        claimed = await this.run(key, { claim }, cached, now);
+      } catch (e) {
+        // Refused by a state a reset may have made stale (completed, held by a stale claimer): adopt and try once more.
+        if (adopt || !(e instanceof StateError) || !["invalid_transition", "lease_held"].includes(e.kind)) throw e;
+        adopt = JSON.parse(core.adoption(await this.readPipeline(pipeline), step));
+        if (adopt.generation === 0) throw e;
+        continue;
+      }
+      const held = new Holding(this, core.HolderSession.claimed(key, JSON.stringify(claimed), this.config, now()));
+      const check = JSON.parse(core.checkClaim(await this.readPipeline(pipeline), JSON.stringify(claimed.doc), now(), this.config));
+      if (check === "current") return held;
+      if (check.stale) {
+        [adopt, cached] = [check.stale, { doc: claimed.doc, version: claimed.version }];
+        continue;
+      }
+      // Nothing was done under this claim; if the release is lost, the lease expires.
+      await held.release().catch(() => {});
+      throw new StateError({ error: "not_ready", key, reason: `${check.locked.worker_id} is resetting the pipeline until ${check.locked.until}` });
+    }
+    throw new StateError({ error: "conflict", key, reason: "the pipeline was reset again during each of several claims" });
+  }
+
+  /** The pipeline document (JSON), read now. */
+  async readPipeline(pipeline) {
+    const key = core.pipelineKey(pipeline);
+    const [response, bytes] = await this.perform({ get: { key } });
+    if (response.unavailable) throw new StateError({ error: "unavailable", key, attempts: 1, reason: response.unavailable.reason });
+    if (!response.object) throw new StateError({ error: "not_found", key });
+    try {
+      return core.decodePipeline(key, bytes);
+    } catch (e) {
+      throw new StateError(JSON.parse(e));
+    }
   }
 
   /**
@@ -139,7 +180,8 @@ export class S3State {
   /** The scheduler's view of the pipeline now: `Schedule` (claimable best first, and why each partition waits). */
   async schedule(pipeline, workerId = null, now = Date.now) {
     const { pipeline: doc, partitions } = await this.read(pipeline);
-    return { docs: partitions, schedule: JSON.parse(core.schedule(doc, `[${partitions.map((p) => p.json).join(",")}]`, now(), workerId, randomId(), this.config)) };
+    const schedule = JSON.parse(core.schedule(doc, `[${partitions.map((p) => p.json).join(",")}]`, now(), workerId, randomId(), this.config));
+    return { pipelineJson: doc, docs: partitions, schedule };
   }
 
   /**
@@ -149,13 +191,14 @@ export class S3State {
    * finished, schedule} when nothing is ready.
    */
   async next(pipeline, workerId, now = Date.now) {
-    const { docs, schedule } = await this.schedule(pipeline, workerId, now);
+    const { pipelineJson, docs, schedule } = await this.schedule(pipeline, workerId, now);
     for (const partition of schedule.claimable) {
       const key = core.partitionKey(pipeline, partition);
       const doc = docs.find((d) => d.key === key);
       const cached = doc && { doc: JSON.parse(doc.json), version: { e_tag: doc.etag } };
       try {
-        return { held: await this.claim(pipeline, partition, workerId, now, cached) };
+        const adopt = JSON.parse(core.adoption(pipelineJson, partition));
+        return { held: await this.claim(pipeline, partition, workerId, now, cached, adopt) };
       } catch (e) {
         if (e instanceof StateError && LOST_RACE.has(e.kind)) continue;
         throw e;

@@ -3,8 +3,8 @@
 //! `HolderSession`. Feature `holder`.
 
 use oxiflow_core::{
-    Action, Claim, Committed, Config, Create, Drive, Error, Finish, PartitionDoc, Progress, Request, RequestStop, Response, Session,
-    Update, Version, WorkerId, Write, Written,
+    check_claim, Action, Claim, Committed, Config, Create, Drive, Error, Finish, PartitionDoc, PartitionId, PipelineDoc, Progress, Request,
+    RequestStop, Response, Session, Update, Version, WorkerId, Write, Written,
 };
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
@@ -391,4 +391,27 @@ impl HolderSession {
     pub fn heartbeat_due(&self) -> f64 {
         self.session.heartbeat_due().as_millis() as f64
     }
+}
+
+// ---------- resets: what a claim must check ----------
+
+/// After a claim landed, read the pipeline document and ask this
+/// (`ClaimCheck` JSON): `"current"` — keep working; `{"stale": adoption}` —
+/// a reset committed: claim again with `adopt: adoption`; `{"locked":
+/// {worker_id, until}}` — an operator is resetting: release and retry later.
+#[wasm_bindgen(js_name = checkClaim)]
+pub fn check_claim_js(pipeline_json: &str, claimed_doc_json: &str, now_ms: f64, config_json: Option<String>) -> Result<String, JsValue> {
+    let config = config(config_json)?;
+    let pipeline: PipelineDoc = from_json("pipeline document", pipeline_json)?;
+    let claimed: PartitionDoc = from_json("claimed document", claimed_doc_json)?;
+    to_json(&check_claim(&pipeline, &claimed, at(now_ms), &config.lease))
+}
+
+/// What a claim of `partition` adopts (`Adoption` JSON: `{run_id,
+/// generation}`), for the `adopt` field of a claim made from a pipeline
+/// document already read: a partition behind a reset is reset by the claim.
+#[wasm_bindgen]
+pub fn adoption(pipeline_json: &str, partition: &str) -> Result<String, JsValue> {
+    let pipeline: PipelineDoc = from_json("pipeline document", pipeline_json)?;
+    to_json(&pipeline.adoption(&PartitionId::parse(partition).map_err(js_error)?.step_id))
 }

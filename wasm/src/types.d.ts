@@ -55,6 +55,8 @@ export interface PartitionDoc {
   errors: { recent: ErrorRecord[]; total: number };
   extra?: Record<string, string>;
   lease?: Lease;
+  /** The pipeline generation it was last written under (absent: 0); behind its step's, it reads as fresh. */
+  generation?: number;
   version: number;
   updated_at: Millis;
 }
@@ -81,7 +83,12 @@ export interface PipelineDoc {
   steps: StepPlan[];
   current_step?: string;
   batch_number: number;
+  /** Held by an operator while a reset or new run is on its way. */
   lease?: Lease;
+  /** Bumped by every reset and new run (absent: 0). */
+  generation?: number;
+  /** Per step, the generation its partitions must carry to count (absent: 0). */
+  step_generations?: Record<string, number>;
   version: number;
   created_at: Millis;
   updated_at: Millis;
@@ -300,3 +307,17 @@ export interface Schedule {
   claimable: string[];
   steps: StepReadiness[];
 }
+
+/** What a claim stores when the partition is behind a reset (`adoption(pipeline, partition)`). */
+export interface Adoption {
+  run_id: string;
+  generation: number;
+}
+
+/** `checkClaim`'s answer after a claim landed. */
+export type ClaimCheck =
+  | "current"
+  /** A reset committed: claim again with `adopt` set to this. */
+  | { stale: Adoption }
+  /** An operator is resetting the pipeline: release, try again after `until`. */
+  | { locked: { worker_id: string; until: Millis } };
