@@ -95,31 +95,47 @@ impl RedisStore {
         let wait = self.target.wait.filter(|_| write);
         let mut loaded = false;
         let value = loop {
-            let mut pipe = ::redis::pipe();
-            pipe.ignore_errors().add_command(cmd.clone());
-            if let Some(w) = wait {
-                pipe.cmd("WAIT").arg(w.replicas).arg(w.timeout.as_millis() as u64);
-            }
-            let mut replies: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| errors::map(&self.target, key, e))?;
-            let (Some(first), acked) = (replies.first().cloned(), replies.get(1).cloned()) else {
-                return Err(errors::map(&self.target, key, RedisError::from((ErrorKind::Parse, "empty reply to EVALSHA"))));
+            let sent = match wait {
+                None => cmd.query_async::<Value>(&mut conn).await,
+                Some(w) => self.eval_and_wait(&cmd, w, key, &mut conn).await?,
             };
-            replies.clear();
-            match first {
-                Value::ServerError(e) if e.kind() == Some(ServerErrorKind::NoScript) && !loaded => {
+            match sent {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) && !loaded => {
                     script.load_async(&mut conn).await.map_err(|e| errors::map(&self.target, key, e))?;
                     loaded = true;
                 }
-                Value::ServerError(e) => return Err(errors::map(&self.target, key, e.into())),
-                value => {
-                    if let (Some(w), Some(acked)) = (wait, acked) {
-                        errors::check_wait(&self.target, key, w, &acked)?;
-                    }
-                    break value;
-                }
+                Err(e) => return Err(errors::map(&self.target, key, e)),
+                Ok(value) => break value,
             }
         };
         Reply::decode(value).map_err(|reason| Error::Store { store: self.target.describe.clone(), reason })
+    }
+
+    /// EVALSHA and WAIT in one round trip: the script's reply, once enough
+    /// replicas acknowledged (else `Unavailable`: the write is on the primary).
+    async fn eval_and_wait(
+        &self,
+        cmd: &::redis::Cmd,
+        wait: options::Wait,
+        key: &str,
+        conn: &mut ConnectionManager,
+    ) -> Result<Result<Value, RedisError>> {
+        let mut pipe = ::redis::pipe();
+        pipe.ignore_errors().add_command(cmd.clone()).cmd("WAIT").arg(wait.replicas).arg(wait.timeout.as_millis() as u64);
+        let replies: Vec<Value> = pipe.query_async(conn).await.map_err(|e| errors::map(&self.target, key, e))?;
+        let mut replies = replies.into_iter();
+        let (Some(first), Some(acked)) = (replies.next(), replies.next()) else {
+            return Err(errors::map(
+                &self.target,
+                key,
+                RedisError::from((ErrorKind::Parse, "EVALSHA and WAIT gave fewer than two replies")),
+            ));
+        };
+        if let Value::ServerError(e) = first {
+            return Ok(Err(e.into()));
+        }
+        errors::check_wait(&self.target, key, wait, &acked)?;
+        Ok(Ok(first))
     }
 
     fn foreign(&self, key: &str, what: &str) -> Error {

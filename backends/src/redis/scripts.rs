@@ -17,14 +17,15 @@ use std::sync::LazyLock;
 use ::redis::Script;
 
 /// Returns the document's version, nil when absent, or a `foreign` reply.
+/// One HGET on the common path; the type is looked up only to name what a
+/// foreign value is.
 const CHECK: &str = r"
 local function check(key)
-  local t = redis.call('TYPE', key)['ok']
-  if t == 'none' then return nil end
-  if t ~= 'hash' then return {'foreign', 'a Redis ' .. t} end
-  local v = redis.call('HGET', key, 'v')
-  if not v or redis.call('HEXISTS', key, 'b') == 0 then return {'foreign', 'a hash without the fields v and b'} end
-  return v
+  local v = redis.pcall('HGET', key, 'v')
+  if type(v) == 'table' and v.err then return {'foreign', 'a Redis ' .. redis.call('TYPE', key)['ok']} end
+  if v then return v end
+  if redis.call('EXISTS', key) == 1 then return {'foreign', 'a hash without the field v'} end
+  return nil
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -39,7 +40,9 @@ if v == nil then return false end
 if type(v) == 'table' then return v end
 local size = redis.call('HSTRLEN', KEYS[1], 'b')
 if size > tonumber(ARGV[1]) then return {'big', size} end
-return {'ok', v, redis.call('HGET', KEYS[1], 'b')}
+local b = redis.call('HGET', KEYS[1], 'b')
+if not b then return {'foreign', 'a hash without the field b'} end
+return {'ok', v, b}
 ";
 
 /// KEYS: doc [, index]. ARGV: version, body, index field. → {'ok'} | {'exists'}
