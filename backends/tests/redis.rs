@@ -222,3 +222,68 @@ async fn wait_replicas_with_a_replica_acknowledges() {
     let on_replica = RedisStore::open(&replica.url()).unwrap();
     assert_eq!(on_replica.get("k", 10).await.unwrap().unwrap().body, b"2", "acknowledged means on the replica too");
 }
+
+/// A redis-server with only a TLS port, on a throwaway self-signed certificate.
+struct TlsServer {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_server() -> Option<TlsServer> {
+    let binary = std::env::var_os("OXIFLOW_TEST_REDIS_SERVER")?;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes the test certificate");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(binary)
+        .args(["--port", "0", "--tls-port", &port.to_string(), "--bind", "127.0.0.1", "--tls-auth-clients", "no", "--save", ""])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&cert)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Some(TlsServer { port, child, _dir: dir })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rediss_passes_the_primitives_and_an_untrusted_certificate_says_what_to_do() {
+    let Some(server) = tls_server() else {
+        assert!(std::env::var_os("CI").is_none(), "redis-server must run in CI");
+        eprintln!("SKIPPED rediss: OXIFLOW_TEST_REDIS_SERVER is not set");
+        return;
+    };
+    let url = format!("rediss://127.0.0.1:{}/0?prefix=tls&timeout_ms=1000#insecure", server.port);
+    let store = Arc::new(RedisStore::open(&url).unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.get("ready", 10).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the TLS server never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    oxiflow_backends::conformance::primitives(store).await;
+
+    let strict = RedisStore::open(&format!("rediss://127.0.0.1:{}/0", server.port)).unwrap();
+    let err = strict.get("k", 10).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(err.to_string().contains("certificate") && err.to_string().contains("#insecure"), "{err}");
+}

@@ -36,6 +36,14 @@ pub(crate) fn map(target: &Target, key: &str, e: RedisError) -> Error {
             ),
         };
     }
+    if e.is_io_error() && (text.contains("certificate") || text.contains("UnknownIssuer")) {
+        return Error::InvalidUrl {
+            url: store,
+            reason: format!(
+                "the TLS certificate of {host} is not trusted ({text}); add its CA to the system's trust store, or add #insecure to the URL to skip verification"
+            ),
+        };
+    }
     if e.is_timeout() {
         let tls = if target.describe.starts_with("rediss://") || target.describe.starts_with("valkeys://") {
             " (a server without TLS never answers a TLS handshake: use redis:// for it)"
