@@ -79,6 +79,7 @@ pub(crate) fn map(target: &Target, key: &str, e: RedisError) -> Error {
                 "the server at {host} does not speak the Redis protocol ({text}); check the host and port (is it an HTTP port?)"
             ),
         },
+        _ if code == "BUSY" => Error::Unavailable { store, reason: format!("the server is busy running a long script: {detail}") },
         _ if code == "OOM" => Error::Unavailable { store, reason: format!("the server is out of memory (maxmemory): {detail}") },
         _ => Error::Store { store, reason: text },
     }
