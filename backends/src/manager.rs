@@ -9,9 +9,9 @@ use futures::{StreamExt, TryStreamExt};
 use oxiflow_core::{
     aggregate, check_claim, codec, keys, schedule, Action, Adoption, Claim, ClaimCheck, Config, Create, Document, Drive, Finish,
     LeaseStatus, Operator, PartitionDoc, PartitionId, PipelineDoc, PipelineId, PipelineState, Progress, Readiness, Request, RequestStop,
-    Response, Restore, RunId, Schedule, Session, StepPlan, Timestamp, Update, Version, WorkerId, Written,
+    Response, RunId, Schedule, Session, StepPlan, Timestamp, Update, Version, WorkerId, Written,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::snapshot::Snapshot;
@@ -65,30 +65,6 @@ pub enum Next {
     /// Nothing is left to claim in this run without an operator: the
     /// pipeline completed, or failed with nothing else able to run.
     Finished(Box<Schedule>),
-}
-
-/// A pipeline's documents, as exported and imported.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Export {
-    /// Always "oxiflow-state-export".
-    pub kind: String,
-    pub format_version: u64,
-    pub pipeline: PipelineDoc,
-    pub partitions: Vec<PartitionDoc>,
-}
-
-const EXPORT_KIND: &str = "oxiflow-state-export";
-
-/// What an import (or one pipeline of a copy) did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Imported {
-    /// Partition documents written.
-    pub partitions: usize,
-    /// The pipeline existed and was replaced.
-    pub replaced: bool,
-    /// Records the replaced partitions had counted beyond the export's:
-    /// acknowledged progress the replacement gave up.
-    pub discarded_records: u64,
 }
 
 /// What the probe found a store to support.
@@ -537,98 +513,6 @@ impl StateManager {
             }
         }
         Ok(released)
-    }
-
-    /// Every document of a pipeline, for `import` into this or another store.
-    pub async fn export(&self, pipeline: &PipelineId) -> Result<Export> {
-        let (doc, partitions) = self.load(pipeline).await?;
-        Ok(Export { kind: EXPORT_KIND.into(), format_version: oxiflow_core::FORMAT_VERSION, pipeline: doc, partitions })
-    }
-
-    /// Writes an export's documents (also: `state copy`). Refuses, changing
-    /// nothing, when the pipeline exists unless `replace`, and while any of
-    /// its partitions is held by a live lease unless `force`. Each document
-    /// is put in place by the core's [`Restore`]: its lease released at an
-    /// epoch above any it had, so no holder of the old state or of the
-    /// exported one can write again, and its version keeps growing. Reports
-    /// the acknowledged progress the replacement discards.
-    pub async fn import(&self, export: &Export, replace: bool, force: bool) -> Result<Imported> {
-        let export = self.check_export(export)?;
-        let pipeline = &export.pipeline.pipeline_id;
-        let pipeline_key = keys::pipeline_doc(pipeline);
-        let existing = match self.load(pipeline).await {
-            Ok((_, parts)) => Some(parts),
-            Err(Error::Core(oxiflow_core::Error::NotFound { .. })) => None,
-            Err(e) => return Err(e),
-        };
-        let mut discarded_records = 0;
-        if let Some(parts) = &existing {
-            if !replace {
-                return Err(Error::AlreadyExists { store: self.store.describe().into(), key: pipeline_key });
-            }
-            let now = self.now();
-            for current in parts {
-                let key = keys::partition_doc(pipeline, &current.partition_id());
-                if let (false, LeaseStatus::Held { expires_at }, Some(l)) =
-                    (force, LeaseStatus::of(current.lease.as_ref(), now, &self.config.lease), current.lease.as_ref())
-                {
-                    return Err(oxiflow_core::Error::LeaseHeld { key, holder: l.worker_id.clone(), epoch: l.epoch, expires_at }.into());
-                }
-                let kept = export.partitions.iter().find(|p| p.partition_id() == current.partition_id()).map_or(0, |p| p.records_processed);
-                discarded_records += current.records_processed.saturating_sub(kept);
-            }
-        }
-        for p in &export.partitions {
-            let key = keys::partition_doc(pipeline, &p.partition_id());
-            self.run(Update::new(&key, Restore { doc: p.clone(), force }, self.config)).await?;
-        }
-        self.run(Update::new(&pipeline_key, Restore { doc: export.pipeline.clone(), force }, self.config)).await?;
-        Ok(Imported { partitions: export.partitions.len(), replaced: existing.is_some(), discarded_records })
-    }
-
-    /// Checks an export's kind, format and ids; an older format that parsed
-    /// into the current types is brought to the current format.
-    fn check_export(&self, export: &Export) -> Result<Export> {
-        if export.kind != EXPORT_KIND {
-            return Err(oxiflow_core::Error::InvalidInput { reason: format!("not an oxiflow export (kind {:?})", export.kind) }.into());
-        }
-        let newest = [export.format_version, export.pipeline.format_version]
-            .into_iter()
-            .chain(export.partitions.iter().map(|p| p.format_version))
-            .max()
-            .unwrap_or_default();
-        if newest > oxiflow_core::FORMAT_VERSION {
-            return Err(oxiflow_core::Error::InvalidInput {
-                reason: format!(
-                    "the export has format_version {newest}, this build reads up to {}; upgrade oxiflow",
-                    oxiflow_core::FORMAT_VERSION
-                ),
-            }
-            .into());
-        }
-        let mut export = export.clone();
-        export.pipeline.format_version = oxiflow_core::FORMAT_VERSION;
-        export.partitions.iter_mut().for_each(|p| p.format_version = oxiflow_core::FORMAT_VERSION);
-        for p in &export.partitions {
-            if p.pipeline_id != export.pipeline.pipeline_id {
-                return Err(oxiflow_core::Error::InvalidInput {
-                    reason: format!("partition {} belongs to pipeline {}", p.partition_id(), p.pipeline_id),
-                }
-                .into());
-            }
-        }
-        Ok(export)
-    }
-
-    /// Copies pipelines (all when `pipelines` is empty) into `target`, each
-    /// as [`StateManager::import`] does.
-    pub async fn copy_to(&self, target: &StateManager, pipelines: &[PipelineId], replace: bool, force: bool) -> Result<Vec<Imported>> {
-        let pipelines = if pipelines.is_empty() { self.list_pipelines().await? } else { pipelines.to_vec() };
-        let mut done = Vec::with_capacity(pipelines.len());
-        for p in &pipelines {
-            done.push(target.import(&self.export(p).await?, replace, force).await?);
-        }
-        Ok(done)
     }
 
     /// Checks that the store honours both write conditions, naming what it

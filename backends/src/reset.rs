@@ -91,7 +91,7 @@ impl StateManager {
 
     /// Refuses while any partition in scope carries a live lease — also one
     /// a reset already made stale, whose claimer has not checked back yet.
-    fn ensure_unheld(&self, snapshot: &Snapshot, scope: &ResetScope) -> Result<()> {
+    pub(crate) fn ensure_unheld(&self, snapshot: &Snapshot, scope: &ResetScope) -> Result<()> {
         let now = self.now();
         for p in snapshot.partitions().iter().filter(|p| scope.covers(&p.step_id)) {
             if let (LeaseStatus::Held { expires_at }, Some(l)) = (LeaseStatus::of(p.lease.as_ref(), now, &self.config().lease), &p.lease) {

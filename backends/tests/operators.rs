@@ -1,8 +1,9 @@
 //! Operators acting while workers work, with exact accounting. Four worker
 //! tasks claim, checkpoint and release (or complete, or die holding the
 //! lease) on a real store, while an operator task resets a step, resets
-//! everything, starts new runs, asks workers to stop and cleans up dead
-//! leases, at random.
+//! everything, starts new runs, exports and later imports the export back
+//! over the pipeline, asks workers to stop and cleans up dead leases, at
+//! random.
 //!
 //! The store is wrapped so that every write that lands is recorded in the
 //! store's own order. Checked there: no progress lands on a partition
@@ -22,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use oxiflow_backends::{ConditionalStore, Error, Listed, Next, Snapshot, StateManager};
+use oxiflow_backends::{ConditionalStore, Error, Export, Listed, Next, Snapshot, StateManager};
 use oxiflow_core::{
     codec, keys, Config, LeaseConfig, Limits, Object, PartitionDoc, PartitionId, PipelineDoc, PipelineId, Progress, ResetScope, StepId,
     Version, WorkerId,
@@ -138,6 +139,7 @@ struct Tally {
     fenced: AtomicU64,
     stopped: AtomicU64,
     resets: AtomicU64,
+    imports: AtomicU64,
     refused: AtomicU64,
     stops_asked: AtomicU64,
     cleaned: AtomicU64,
@@ -147,6 +149,9 @@ struct Harness {
     m: StateManager,
     pipeline: PipelineId,
     acks: Mutex<Vec<Ack>>,
+    /// Records an import restored, per partition and the generation it
+    /// restored at (a reset's generations start from zero).
+    restored: Mutex<BTreeMap<(PartitionId, u64), u64>>,
     tally: Tally,
     done: AtomicBool,
 }
@@ -229,9 +234,36 @@ async fn worker(h: Arc<Harness>, me: WorkerId) {
 async fn operator(h: Arc<Harness>, workers: Vec<WorkerId>) {
     let by: WorkerId = id("operator");
     let mut runs = 1;
+    let mut saved: Option<Export> = None;
     while !h.done.load(Relaxed) {
         pause(20, 60).await;
-        let scope = match rand::random::<u32>() % 8 {
+        let scope = match rand::random::<u32>() % 10 {
+            8 => {
+                saved = Some(h.m.export(&h.pipeline).await.unwrap_or_else(|e| panic!("export: {e}")));
+                None
+            }
+            9 => {
+                let Some(export) = &saved else { continue };
+                match h.m.import(export, true, false).await {
+                    Ok(_) => {
+                        let (doc, _) = h.m.load(&h.pipeline).await.unwrap();
+                        let now = h.m.now();
+                        let mut restored = h.restored.lock().unwrap();
+                        for p in &export.partitions {
+                            restored.insert(
+                                (p.partition_id(), doc.generation_of(&p.step_id)),
+                                p.as_of(&export.pipeline, now).records_processed,
+                            );
+                        }
+                        h.tally.imports.fetch_add(1, Relaxed);
+                    }
+                    Err(Error::Core(oxiflow_core::Error::LeaseHeld { .. } | oxiflow_core::Error::Conflict { .. })) => {
+                        h.tally.refused.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => panic!("import: {e}"),
+                }
+                None
+            }
             0..=2 => Some(ResetScope::Step { step_id: id(if rand::random::<bool>() { "a" } else { "b" }) }),
             3 => Some(ResetScope::Pipeline),
             4 => {
@@ -269,7 +301,14 @@ async fn run(store: Arc<dyn ConditionalStore>, name: &str, target: u64) {
     let pipeline: PipelineId = id(&format!("ops-{:08x}", rand::random::<u32>()));
     let plan = oxiflow_core::plan::chain([(id::<StepId>("a"), Some(3)), (id("b"), Some(2))]);
     m.create_pipeline(&pipeline, &id("run-1"), &plan).await.unwrap();
-    let h = Arc::new(Harness { m, pipeline, acks: Mutex::new(Vec::new()), tally: Tally::default(), done: AtomicBool::new(false) });
+    let h = Arc::new(Harness {
+        m,
+        pipeline,
+        acks: Mutex::new(Vec::new()),
+        restored: Mutex::new(BTreeMap::new()),
+        tally: Tally::default(),
+        done: AtomicBool::new(false),
+    });
 
     let names: Vec<WorkerId> = (0..WORKERS).map(|i| id(&format!("w{i}"))).collect();
     let tasks: Vec<_> = names.iter().map(|w| tokio::spawn(worker(h.clone(), w.clone()))).collect();
@@ -287,18 +326,20 @@ async fn run(store: Arc<dyn ConditionalStore>, name: &str, target: u64) {
     assert!(order.violations.is_empty(), "{name}: in the store's order: {:#?}", order.violations);
 
     // What every reader sees now, against what was acknowledged under each
-    // partition's current generation (a claim at a new generation starts
-    // it from zero; nothing else does).
+    // partition's current generation, on top of what an import restored at
+    // it (a reset's generation starts from zero).
     let (doc, partitions) = h.m.load(&h.pipeline).await.unwrap();
     let now = h.m.now();
     let acks = h.acks.lock().unwrap();
+    let restored = h.restored.lock().unwrap();
     for seen in partitions.iter().map(|p| p.as_of(&doc, now)) {
         let part = seen.partition_id();
         let current = doc.generation_of(&part.step_id);
         let under_current = |known: bool| -> u64 {
             acks.iter().filter(|a| a.part == part && a.generation == current && a.known == known).map(|a| a.records).sum()
         };
-        let (certain, unknown) = (under_current(true), under_current(false));
+        let base = restored.get(&(part.clone(), current)).copied().unwrap_or(0);
+        let (certain, unknown) = (base + under_current(true), under_current(false));
         let stored = seen.records_processed;
         assert!(
             certain <= stored && stored <= certain + unknown,
@@ -309,13 +350,14 @@ async fn run(store: Arc<dyn ConditionalStore>, name: &str, target: u64) {
     let unknown = acks.iter().filter(|a| !a.known).count();
     println!(
         "{name}: {} lease cycles ({} died holding), {} checkpoints acknowledged, {unknown} unknown, {} fenced or expired, {} stopped; \
-         {} resets/new runs committed, {} refused; {} stop requests, {} dead leases cleaned; {} writes checked in store order; generation {}",
+         {} resets/new runs and {} imports committed, {} refused; {} stop requests, {} dead leases cleaned; {} writes checked in store order; generation {}",
         t.cycles.load(Relaxed),
         t.died.load(Relaxed),
         t.acks.load(Relaxed),
         t.fenced.load(Relaxed),
         t.stopped.load(Relaxed),
         t.resets.load(Relaxed),
+        t.imports.load(Relaxed),
         t.refused.load(Relaxed),
         t.stops_asked.load(Relaxed),
         t.cleaned.load(Relaxed),

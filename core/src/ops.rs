@@ -217,6 +217,9 @@ impl<D: Work> Mutation for Write<D> {
 pub struct Restore<D> {
     pub doc: D,
     pub force: bool,
+    /// The restorer's own lease on the document (an import holding the
+    /// pipeline while it writes): not a live lease to refuse over.
+    pub holder: Option<Holder>,
 }
 
 /// The restored copy's lease, released at `epoch`, or none if neither copy had one.
@@ -245,8 +248,13 @@ impl<D: Document> Mutation for Restore<D> {
         Ok(Some(doc))
     }
     fn apply(&self, key: &str, doc: &mut D, ctx: &Context) -> Result<bool, Error> {
-        if !self.force {
-            ensure_unheld(key, doc.lease(), ctx.now, &ctx.config.lease)?;
+        match &self.holder {
+            Some(holder) => {
+                check_holder(key, doc.lease(), holder, holder.last_write)?;
+                ensure_trusted(key, doc.lease(), ctx.now, &ctx.config.lease)?;
+            }
+            None if !self.force => ensure_unheld(key, doc.lease(), ctx.now, &ctx.config.lease)?,
+            None => {}
         }
         let highest = doc.lease().map_or(0, |l| l.epoch).max(self.doc.lease().map_or(0, |l| l.epoch));
         let lease = restored_lease(self.doc.lease(), doc.lease(), highest + 1, ctx.now);
