@@ -171,8 +171,9 @@ impl ConditionalStore for Recorder {
 /// the listed keys whose version differs from what this worker's snapshot
 /// holds, tracked in `mirror` by the snapshot's own rule), then the claim
 /// attempts, each a GET and, when the partition looked free, a PUT If-Match
-/// (refused → one re-GET, then the claim gives up). Returns (the refresh's
-/// GETs, claim attempts lost to another worker).
+/// (refused → one re-GET, then the claim gives up), and after a claim that
+/// landed, a GET of the pipeline document (not an attempt). Returns (the
+/// refresh's GETs, claim attempts lost to another worker).
 fn claim_attempts(mirror: &mut HashMap<String, Version>, events: &[Event], claimed: bool) -> (u64, u64) {
     let Some((Event::List(listed), rest)) = events.split_first() else { panic!("claim_next did not start with a LIST: {events:?}") };
     let mut refresh: HashSet<&str> =
@@ -192,6 +193,8 @@ fn claim_attempts(mirror: &mut HashMap<String, Version>, events: &[Event], claim
                 };
                 continue;
             }
+            // The read of the pipeline a landed claim checks against a reset.
+            Event::Get { key, .. } if key.ends_with("/pipeline.json") => continue,
             Event::Get { key, .. } | Event::PutIfMatch { key, .. } => key.as_str(),
             other => panic!("unexpected request in claim_next: {other:?}"),
         };
