@@ -178,7 +178,7 @@ pub fn load(
             // Only the state_manager section in use is expanded.
             let (mut chosen, mut aside) = (None, Vec::new());
             if let Some(sm) = value.get_mut(legacy::KEY).and_then(|v| v.as_mapping_mut()) {
-                chosen = legacy::chosen(sm, &|s| expand(s, env)).map_err(invalid)?;
+                chosen = legacy::chosen(sm, env).map_err(invalid)?;
                 aside = legacy::set_aside(sm, chosen);
             }
             expand_value(&mut value, env).map_err(invalid)?;

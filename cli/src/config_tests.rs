@@ -110,15 +110,74 @@ fn the_original_shape_with_a_chosen_backend_maps_onto_the_settings() {
 }
 
 #[test]
-fn auto_picks_the_one_section_or_the_embedded_default_and_refuses_several() {
-    let (_dir, err) = load_text(ORIGINAL, &env_of(&[]));
+fn auto_with_the_original_sketch_uses_file_unless_the_environment_chooses() {
+    // Nothing set: redis and http wait for their variables; file is used.
+    let (dir, s) = load_text(ORIGINAL, &env_of(&[]));
+    let s = s.unwrap();
+    assert_eq!((s.url, s.core.lease.ttl), (format!("file://{}", dir.path().join(".oxiflow/state").display()), Duration::from_secs(30)));
+    assert_eq!(s.core.lease.heartbeat_interval, Duration::from_secs(10));
+    // REDIS_URL chooses redis; STATE_SERVICE_TOKEN is unset and not expanded.
+    let (_dir, s) = load_text(ORIGINAL, &env_of(&[("REDIS_URL", "redis://cache:6380/2")]));
+    let s = s.unwrap();
+    let url = url::Url::parse(&s.url).unwrap();
+    assert_eq!((url.host_str(), url.port(), url.path()), (Some("cache"), Some(6380), "/2"));
+    assert_eq!(url.query_pairs().collect::<Vec<_>>(), [("prefix".into(), "oxiflow:state".into())]);
+    assert_eq!(s.core.lease.ttl, Duration::from_secs(45));
+    // STATE_SERVICE_URL (and its token) choose http.
+    let env = env_of(&[("STATE_SERVICE_URL", "https://state.example:8443"), ("STATE_SERVICE_TOKEN", "tok")]);
+    let (_dir, s) = load_text(ORIGINAL, &env);
+    let s = s.unwrap();
+    assert_eq!((s.url.as_str(), s.http_token.as_deref()), ("https://state.example:8443", Some("tok")));
+    // An empty variable is unset, as in expansion.
+    let (_dir, s) = load_text(ORIGINAL, &env_of(&[("REDIS_URL", "")]));
+    assert!(s.unwrap().url.starts_with("file://"));
+}
+
+#[test]
+fn auto_refuses_two_sections_chosen_by_the_environment_naming_them() {
+    let (_dir, err) = load_text(ORIGINAL, &env_of(&[("REDIS_URL", "redis://r"), ("STATE_SERVICE_URL", "http://s")]));
     let err = err.unwrap_err().to_string();
-    for key in
-        ["state_manager.backend is auto", "state_manager.file", "state_manager.redis", "state_manager.http", "set state_manager.backend"]
-    {
-        assert!(err.contains(key), "{key}: {err}");
+    for needle in [
+        "state_manager.backend is auto",
+        "state_manager.redis (REDIS_URL set)",
+        "state_manager.http (STATE_SERVICE_URL set)",
+        "set state_manager.backend",
+    ] {
+        assert!(err.contains(needle), "{needle}: {err}");
     }
-    let (_dir, s) = load_text("state_manager:\n  redis: { connection_url: redis://h:1/3 }\n", &env_of(&[]));
+}
+
+#[test]
+fn auto_picks_the_one_section_or_the_embedded_default_and_refuses_literal_ones() {
+    // Two sections in literals only (or file and nfs): nothing to choose by.
+    for (text, keys) in [
+        (
+            "state_manager:\n  file: { base_path: s }\n  redis: { connection_url: redis://h }\n",
+            ["state_manager.file", "state_manager.redis"],
+        ),
+        (
+            "state_manager:\n  redis: { connection_url: redis://h }\n  http: { base_url: http://s }\n",
+            ["state_manager.redis", "state_manager.http"],
+        ),
+        ("state_manager:\n  file: { base_path: s }\n  nfs: { mount_path: /mnt/x }\n", ["state_manager.file", "state_manager.nfs"]),
+    ] {
+        let (_dir, err) = load_text(text, &env_of(&[]));
+        let err = err.unwrap_err().to_string();
+        for needle in ["state_manager.backend is auto", keys[0], keys[1], "set state_manager.backend"] {
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+    // A literal section beside one waiting for its variable: the literal one.
+    let text = "state_manager:\n  redis: { connection_url: redis://h:1/3 }\n  http: { base_url: \"${SVC:-http://s}\" }\n";
+    let (_dir, s) = load_text(text, &env_of(&[]));
+    assert_eq!(s.unwrap().url, "redis://h:1/3");
+    let (_dir, s) = load_text(text, &env_of(&[("SVC", "http://svc:9")]));
+    assert_eq!(s.unwrap().url, "http://svc:9");
+    // All waiting, none set: the embedded default. A lone section: that one.
+    let text = "state_manager:\n  redis: { connection_url: \"${R:-redis://h}\" }\n  http: { base_url: \"${H}\" }\n";
+    let (dir, s) = load_text(text, &env_of(&[]));
+    assert_eq!(s.unwrap().url, format!("file://{}", dir.path().join(".oxiflow/state").display()));
+    let (_dir, s) = load_text("state_manager:\n  redis: { connection_url: \"${R:-redis://h:1/3}\" }\n", &env_of(&[]));
     assert_eq!(s.unwrap().url, "redis://h:1/3");
     let (dir, s) = load_text("state_manager:\n  backend: auto\n  heartbeat_interval: 5s\n", &env_of(&[]));
     let s = s.unwrap();

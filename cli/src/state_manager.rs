@@ -4,7 +4,6 @@
 //! state_manager:
 //!   backend: auto  # auto, file, nfs, redis, http
 //!   file: { base_path: ".oxiflow/state", lock_timeout: "30s" }
-//!   nfs: { mount_path: "/mnt/shared/oxiflow", lock_timeout: "30s" }
 //!   redis: { connection_url: "${REDIS_URL:-redis://localhost:6379}", key_prefix: "oxiflow:state", lock_timeout: "45s" }
 //!   http: { base_url: "${STATE_SERVICE_URL:-http://oxiflow-state:8080}", auth_token: "${STATE_SERVICE_TOKEN}" }
 //!   heartbeat_interval: "10s"
@@ -13,10 +12,10 @@
 //! ```
 //!
 //! It maps onto the `state:` settings: the chosen section's location
-//! becomes `state.url`, `lock_timeout` the lease ttl. `auto` picks the one
-//! section present, or the embedded default when there is none. Only the
-//! chosen section's `${VAR}`s are expanded: an unset variable in a section
-//! not in use is not an error.
+//! becomes `state.url`, `lock_timeout` the lease ttl. `auto` picks a section
+//! as [`auto`] says (above: `file`, unless `REDIS_URL` or the http
+//! variables are set). Only the chosen section's `${VAR}`s are expanded: an
+//! unset variable in a section not in use is not an error.
 
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
@@ -86,28 +85,78 @@ pub struct Mapped {
 }
 
 /// The section `state_manager` uses, from the raw (unexpanded) mapping:
-/// `backend`, or with `auto` (the default) the one section present.
-pub fn chosen(section: &Mapping, expand: &dyn Fn(&str) -> Result<String, String>) -> Result<Option<&'static str>, String> {
+/// `backend`, or with `auto` (the default) the one [`auto`] picks.
+pub fn chosen(section: &Mapping, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<&'static str>, String> {
     let backend = match section.get("backend") {
         None | Some(Value::Null) => "auto".to_string(),
-        Some(Value::String(s)) => expand(s)?,
+        Some(Value::String(s)) => crate::config::expand(s, env)?,
         Some(other) => return Err(format!("{KEY}.backend: {other:?} is not one of auto, file, nfs, redis, http")),
     };
-    let present: Vec<&'static str> = SECTIONS.into_iter().filter(|s| section.get(*s).is_some_and(|v| !v.is_null())).collect();
     match backend.as_str() {
-        "auto" => match present.as_slice() {
-            [] => Ok(None),
-            [one] => Ok(Some(one)),
-            many => Err(format!(
-                "{KEY}.backend is auto but {} are all set; set {KEY}.backend to the one to use, or remove the others",
-                many.iter().map(|s| format!("{KEY}.{s}")).collect::<Vec<_>>().join(", ")
-            )),
-        },
+        "auto" => auto(section, env),
         b => SECTIONS
             .into_iter()
             .find(|s| *s == b)
             .map(Some)
             .ok_or_else(|| format!("{KEY}.backend: unknown backend {b:?} (auto, file, nfs, redis, http)")),
+    }
+}
+
+/// `backend: auto`. No section: the embedded default; one: that one.
+/// Among several, a section is chosen by its environment when a `${VAR}`
+/// in it is set (not empty): one so chosen is used, two or more are refused
+/// naming the variables. With none so chosen, the one section that does
+/// not wait for a variable is used (`file` or `nfs`, or one written in
+/// literals only), else the embedded default; two such are refused.
+fn auto(section: &Mapping, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<&'static str>, String> {
+    let present: Vec<&'static str> = SECTIONS.into_iter().filter(|s| section.get(*s).is_some_and(|v| !v.is_null())).collect();
+    if present.len() <= 1 {
+        return Ok(present.first().copied());
+    }
+    // (section, the variables set in it) and the sections that wait for none.
+    let (mut by_env, mut fixed): (Vec<(&'static str, Vec<String>)>, Vec<&'static str>) = (Vec::new(), Vec::new());
+    for s in present {
+        let mut vars = Vec::new();
+        variables(&section[s], &mut vars);
+        let set: Vec<String> = vars.iter().filter(|v| env(v).is_some_and(|x| !x.is_empty())).cloned().collect();
+        if !set.is_empty() {
+            by_env.push((s, set));
+        } else if vars.is_empty() || matches!(s, "file" | "nfs") {
+            fixed.push(s);
+        }
+    }
+    match (by_env.as_slice(), fixed.as_slice()) {
+        ([(one, _)], _) | ([], [one]) => Ok(Some(one)),
+        ([], []) => Ok(None),
+        ([], many) => Err(format!(
+            "{KEY}.backend is auto but {} are all set and none is chosen by its environment (a ${{VAR}} in it that is set); set {KEY}.backend to the one to use, or remove the others",
+            many.iter().map(|s| format!("{KEY}.{s}")).collect::<Vec<_>>().join(", ")
+        )),
+        (many, _) => Err(format!(
+            "{KEY}.backend is auto and the environment chooses several sections: {}; set {KEY}.backend to the one to use",
+            many.iter().map(|(s, vars)| format!("{KEY}.{s} ({} set)", vars.join(", "))).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// The `${VAR}` names in the string values under `v`, as [`crate::config::expand`] reads them.
+fn variables(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(text) => {
+            let mut rest = text.as_str();
+            while let Some(start) = rest.find("${") {
+                let after = &rest[start + 2..];
+                let Some(end) = after.find('}') else { break };
+                let name = after[..end].split_once(":-").map_or(&after[..end], |(n, _)| n);
+                if !out.iter().any(|o| o == name) {
+                    out.push(name.to_string());
+                }
+                rest = &after[end + 1..];
+            }
+        }
+        Value::Mapping(m) => m.values().for_each(|v| variables(v, out)),
+        Value::Sequence(s) => s.iter().for_each(|v| variables(v, out)),
+        _ => {}
     }
 }
 
