@@ -10,33 +10,42 @@
 //! - [`RedisStore`]: Redis or Valkey, one Lua script per operation.
 //! - [`HttpStore`]: a running `oxiflow serve`.
 //!
-//! All pass the one [`conformance`] suite.
+//! All pass the one conformance suite (`conformance`, feature `testing`).
 
+#[cfg(feature = "testing")]
 pub mod conformance;
+#[cfg(feature = "testing")]
 mod counting;
 mod error;
+#[cfg(feature = "testing")]
 mod faults;
 mod http;
 mod keeper;
 mod local;
 mod manager;
 mod object;
+mod open;
 mod redis;
+mod repair;
 mod reset;
 mod snapshot;
 mod store;
 mod transfer;
 
 pub use self::redis::{RedisStore, DEFAULT_PREFIX as REDIS_DEFAULT_PREFIX};
+#[cfg(feature = "testing")]
 pub use counting::{CountingStore, RequestCounts};
 pub use error::{Error, Result};
+#[cfg(feature = "testing")]
 pub use faults::{FaultCounts, Faults, FaultyStore};
 pub use http::{HttpStore, GENERATION_HEADER, MAX_BYTES_HEADER, SIZE_HEADER};
 pub use keeper::Held;
 pub use local::LocalDirStore;
 pub use manager::{readiness_reason, system_clock, Claimed, Clock, Next, ProbeReport, StateManager};
 pub use object::{ObjectStoreBackend, ObjectStoreOptions};
+pub use open::{kind_of, known_schemes, open_store, resolve, schemes_of, OpenOptions, KINDS, SCHEMES};
 pub use oxiflow_core::StepPlan;
+pub use repair::Restored;
 pub use reset::ResetDone;
 pub use snapshot::{Refreshed, Snapshot};
 pub use store::{ConditionalStore, Listed};

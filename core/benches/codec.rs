@@ -7,9 +7,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use oxiflow_core::*;
 
-#[path = "support/fixture.rs"]
-mod fixture;
-use fixture::{decode_validate_encode, fixture};
+use oxiflow_core::fixture::{decode_validate_encode, fixture};
 
 fn round_trip(c: &mut Criterion) {
     let (pipeline_bytes, partitions) = fixture();

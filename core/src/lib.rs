@@ -82,6 +82,8 @@ extern crate alloc;
 pub mod codec;
 pub mod doc;
 mod error;
+#[cfg(feature = "testing")]
+pub mod fixture;
 pub mod generation;
 pub mod id;
 pub mod keys;
@@ -93,6 +95,7 @@ pub mod schedule;
 pub mod session;
 pub mod step;
 pub mod time;
+#[cfg(feature = "testing")]
 pub mod vectors;
 pub mod view;
 

@@ -4,8 +4,7 @@
 
 use std::time::Instant;
 
-#[path = "../../core/benches/support/fixture.rs"]
-mod fixture;
+use oxiflow_core::fixture;
 
 fn main() {
     let iterations: u32 = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(2000);

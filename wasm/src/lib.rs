@@ -156,17 +156,14 @@ pub fn lease_status(lease_json: &str, now_ms: f64, config_json: Option<String>) 
     to_json(&oxiflow_core::LeaseStatus::of(Some(&lease), at(now_ms), &config))
 }
 
-#[cfg(feature = "testing")]
-#[path = "../../core/benches/support/fixture.rs"]
-mod fixture;
-
-/// The codec bench's work (`core/benches/support/fixture.rs`), `iterations`
+/// The codec bench's work (`oxiflow_core::fixture`), `iterations`
 /// times, for timing from JavaScript against the same loop native
 /// (`scripts/bench-wasm.sh`). Returns the bytes encoded, so nothing is
 /// optimised away.
 #[cfg(feature = "testing")]
 #[wasm_bindgen(js_name = benchCodec)]
 pub fn bench_codec(iterations: u32) -> f64 {
+    use oxiflow_core::fixture;
     let (pipeline, partitions) = fixture::fixture();
     (0..iterations).map(|_| fixture::decode_validate_encode(&pipeline, &partitions) as f64).sum()
 }

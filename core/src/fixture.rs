@@ -1,7 +1,9 @@
-//! The codec bench's documents, shared with the wasm-vs-native comparison
+//! The codec bench's documents (feature `testing`), shared with the wasm-vs-native comparison
 //! (`scripts/bench-wasm.sh`), so both measure exactly the same work.
 
-use oxiflow_core::*;
+use crate::*;
+use alloc::format;
+use alloc::vec::Vec;
 
 /// A 50-step pipeline holding 100 error records: the pipeline document and
 /// 50 partition documents, encoded.
