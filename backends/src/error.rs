@@ -54,7 +54,9 @@ impl Error {
         match self {
             Error::Core(e) => e.kind(),
             Error::AlreadyExists { .. } | Error::Precondition { .. } => ErrorKind::Conflict,
-            Error::Unavailable { .. } | Error::Io { .. } | Error::Store { .. } => ErrorKind::Unavailable,
+            Error::Unavailable { .. } | Error::Io { .. } => ErrorKind::Unavailable,
+            // Not transient (those are `Unavailable`), not ours to fix: read the message.
+            Error::Store { .. } => ErrorKind::Bug,
             Error::MissingBucket { .. } | Error::AccessDenied { .. } | Error::InvalidUrl { .. } | Error::UnsafeStore { .. } => {
                 ErrorKind::Invalid
             }
@@ -63,3 +65,16 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its sources, joined with ": ", for a message (never to
+/// decide anything by).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -95,17 +95,11 @@ impl HttpStore {
 
 /// reqwest's messages include the URL; ours name the store instead.
 fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "");
+    let text = crate::error::chain(e);
+    match e.url() {
+        Some(url) => text.replace(url.as_str(), ""),
+        None => text,
     }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The version a response describes.

@@ -82,6 +82,24 @@ async fn a_missing_bucket_says_so() {
     assert!(!format!("{err:?}").contains(SECRET), "credentials leaked: {err:?}");
 }
 
+/// Errors are classified by status, code and transport kind, never by
+/// their text: names that carry the words of other errors change nothing.
+#[tokio::test]
+async fn names_that_look_like_other_errors_do_not_change_the_classification() {
+    let Some((url, options)) = support::s3_options() else { return };
+    let missing = Arc::new(ObjectStoreBackend::open("s3://connection-500-timed-out/503", &options).unwrap());
+    let err = missing.get("pipelines/p/pipeline.json", 1 << 20).await.unwrap_err();
+    assert!(matches!(err, Error::MissingBucket { .. }), "a missing bucket, not a transient failure: {err:?}");
+
+    let store = Arc::new(ObjectStoreBackend::open(&format!("{url}/NoSuchBucket-500"), &options).unwrap());
+    let key = "connection-refused-500/NoSuchBucket/AccessDenied.json";
+    assert!(store.get(key, 1 << 20).await.unwrap().is_none(), "a missing key is absent, not an error");
+    store.put_if_absent(key, b"{}".to_vec()).await.unwrap();
+    let stale = oxiflow_core::Version { e_tag: Some("\"500-connection\"".into()), version: None };
+    let err = store.put_if_match(key, b"{}".to_vec(), &stale).await.unwrap_err();
+    assert!(matches!(err, Error::Precondition { .. }), "a stale version, whatever the names: {err:?}");
+}
+
 #[tokio::test]
 async fn wrong_azure_credentials_are_access_denied_without_the_key() {
     let Ok(endpoint) = std::env::var("OXIFLOW_TEST_AZURE_ENDPOINT") else {

@@ -18,6 +18,9 @@ use url::Url;
 use crate::error::{Error, Result};
 use crate::store::{ConditionalStore, Listed};
 
+mod errors;
+use errors::{classify, names_missing_bucket};
+
 /// Options for S3-compatible servers and tests; everything else comes from
 /// the standard environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
 #[derive(Debug, Clone, Default)]
@@ -139,85 +142,17 @@ impl ObjectStoreBackend {
         Path::parse(&full).map_err(|e| oxiflow_core::Error::InvalidInput { reason: format!("bad key {key:?}: {e}") }.into())
     }
 
-    /// Folds object_store's errors into ours, by meaning.
+    /// Folds a conditional write's errors into ours: a stale version or a
+    /// missing object is a failed condition; the rest as [`classify`] says.
     fn fold(&self, key: &str, e: object_store::Error) -> Error {
         let store = self.describe.clone();
         match e {
-            e if names_missing_bucket(&e) => Error::MissingBucket { store },
             object_store::Error::AlreadyExists { .. } => Error::AlreadyExists { store, key: key.into() },
-            object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. } => {
-                Error::Precondition { store, key: key.into() }
-            }
-            object_store::Error::PermissionDenied { source, .. } | object_store::Error::Unauthenticated { source, .. } => {
-                Error::AccessDenied { store, reason: first_line(&source.to_string()) }
-            }
+            object_store::Error::Precondition { .. } => Error::Precondition { store, key: key.into() },
+            object_store::Error::NotFound { .. } if !names_missing_bucket(&e) => Error::Precondition { store, key: key.into() },
             other => classify(store, &other),
         }
     }
-}
-
-/// A 404 for the bucket, not the key: S3 says NoSuchBucket, Azure
-/// ContainerNotFound (object_store reports both as `NotFound`).
-fn names_missing_bucket(e: &object_store::Error) -> bool {
-    let text = error_chain(e);
-    MISSING_BUCKET.iter().any(|n| text.contains(n))
-}
-
-const MISSING_BUCKET: [&str; 4] =
-    ["NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist", "The specified container does not exist"];
-
-/// Sorts the remaining failures by what their text says; object_store
-/// reports HTTP failures as `Generic` with the server's message inside.
-fn classify(store: String, e: &object_store::Error) -> Error {
-    let text = error_chain(e);
-    let has = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
-    if has(&MISSING_BUCKET) {
-        Error::MissingBucket { store }
-    } else if has(&[
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "AccessDenied",
-        "AuthenticationFailed",
-        "AuthorizationFailure",
-        "403 Forbidden",
-        "401 Unauthorized",
-    ]) {
-        Error::AccessDenied { store, reason: first_line(&text) }
-    } else if has(&[
-        "error sending request",
-        "Connection refused",
-        "connection",
-        "timed out",
-        "dns error",
-        "503",
-        "500",
-        "502",
-        "504",
-        "SlowDown",
-        "409 Conflict",
-        "ConditionalRequestConflict",
-        "Server returned non-2xx status code: 5",
-    ]) {
-        Error::Unavailable { store, reason: first_line(&text) }
-    } else {
-        Error::Store { store, reason: first_line(&text) }
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-fn first_line(s: &str) -> String {
-    let line = s.lines().next().unwrap_or_default();
-    line.chars().take(400).collect()
 }
 
 /// An ETag as a GET returns it: Azure lists ETags without the quotes its
