@@ -443,9 +443,10 @@ fn a_failing_batch_is_retried_with_backoff_not_in_a_hot_loop() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait (bounded) for the 3rd attempt: after the 1 s and 2 s backoffs.
+    // Wait (bounded) for the 3rd failure to be recorded: after the 1 s and
+    // 2 s backoffs (the script's line alone would race the worker's write).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::fs::read_to_string(&tries).unwrap_or_default().lines().count() < 3 {
+    while json(d, &["state", "show", "orders"])["steps"][0]["partitions"][0]["failures"].as_u64().unwrap_or(0) < 3 {
         assert!(Instant::now() < deadline, "the retries never came");
         std::thread::sleep(Duration::from_millis(50));
     }
