@@ -41,7 +41,7 @@ pub use faults::{FaultCounts, Faults, FaultyStore};
 pub use http::{HttpStore, GENERATION_HEADER, MAX_BYTES_HEADER, SIZE_HEADER};
 pub use keeper::Held;
 pub use local::LocalDirStore;
-pub use manager::{readiness_reason, system_clock, Claimed, Clock, Next, ProbeReport, StateManager};
+pub use manager::{readiness_reason, system_clock, system_random, Claimed, Clock, Next, ProbeReport, Random, StateManager};
 pub use object::{ObjectStoreBackend, ObjectStoreOptions};
 pub use open::{kind_of, known_schemes, open_store, resolve, schemes_of, OpenOptions, KINDS, SCHEMES};
 pub use oxiflow_core::StepPlan;

@@ -28,6 +28,16 @@ pub fn system_clock() -> Clock {
     })
 }
 
+/// Where random numbers come from (write ids, the scheduler's spread, the
+/// core's jitter); tests pass a seeded source.
+pub type Random = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The thread-local generator: the one place randomness enters.
+pub fn system_random() -> Random {
+    #[allow(clippy::disallowed_methods)]
+    Arc::new(rand::random::<u64>)
+}
+
 /// How many documents are read at once when loading a pipeline.
 pub(crate) const READ_CONCURRENCY: usize = 16;
 
@@ -40,6 +50,7 @@ pub struct StateManager {
     store: Arc<dyn ConditionalStore>,
     config: Config,
     clock: Clock,
+    random: Random,
     /// Create-only copies kept per partition; 0 keeps none.
     history_keep_last: usize,
 }
@@ -91,7 +102,7 @@ pub struct ProbeReport {
 
 impl StateManager {
     pub fn new(store: Arc<dyn ConditionalStore>, config: Config) -> Self {
-        StateManager { store, config, clock: system_clock(), history_keep_last: 0 }
+        StateManager { store, config, clock: system_clock(), random: system_random(), history_keep_last: 0 }
     }
 
     /// Keeps the last `keep_last` versions of every partition document as
@@ -106,6 +117,17 @@ impl StateManager {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Replaces the random source (tests, simulations).
+    pub fn with_random(mut self, random: Random) -> Self {
+        self.random = random;
+        self
+    }
+
+    /// A fresh random number: a write id, a seed.
+    pub fn random(&self) -> u64 {
+        (self.random)()
     }
 
     pub fn store(&self) -> &Arc<dyn ConditionalStore> {
@@ -128,7 +150,7 @@ impl StateManager {
             action = match action {
                 Action::Send(request) => {
                     let response = self.perform(request).await?;
-                    op.handle(response, self.now(), rand::random())
+                    op.handle(response, self.now(), self.random())
                 }
                 Action::Sleep(delay) => {
                     tokio::time::sleep(delay).await;
@@ -226,7 +248,7 @@ impl StateManager {
             found.map(|(doc, _)| doc).ok_or(Error::Core(oxiflow_core::Error::NotFound { key: pipeline_key }))
         };
         for _ in 0..MAX_ADOPTIONS {
-            let claim = Claim::<PartitionDoc>::new(worker.clone(), rand::random());
+            let claim = Claim::<PartitionDoc>::new(worker.clone(), self.random());
             let claim = match adopt.clone() {
                 Some(to) => claim.adopting(to),
                 None => claim,
@@ -262,7 +284,7 @@ impl StateManager {
                 ClaimCheck::Locked { worker_id, until } => {
                     // Nothing was done under this claim; if the release is
                     // lost, the lease simply expires.
-                    let _ = self.run(session.write(Progress::default(), Some(Finish::Release), rand::random())).await;
+                    let _ = self.run(session.write(Progress::default(), Some(Finish::Release), self.random())).await;
                     return Err(
                         oxiflow_core::Error::NotReady { key, reason: readiness_reason(&Readiness::Locked { worker_id, until }) }.into()
                     );
@@ -325,7 +347,7 @@ impl StateManager {
 
     /// The scheduler over documents this manager read, at its clock.
     pub fn schedule(&self, pipeline: &PipelineDoc, partitions: &[PartitionDoc], worker: Option<&WorkerId>) -> Schedule {
-        schedule(pipeline, partitions, self.now(), worker, &self.config.lease, &self.config.schedule, rand::random())
+        schedule(pipeline, partitions, self.now(), worker, &self.config.lease, &self.config.schedule, self.random())
     }
 
     /// Claims the best ready partition of the pipeline for `worker`, after
@@ -396,7 +418,7 @@ impl StateManager {
     /// replayed first, a stop request releases (all core rules).
     async fn write(&self, claimed: &mut Claimed, progress: Progress, finish: Option<Finish>) -> Result<Written> {
         let before = claimed.doc().version;
-        let outcome = self.run(claimed.write(progress, finish, rand::random())).await;
+        let outcome = self.run(claimed.write(progress, finish, self.random())).await;
         if claimed.doc().version != before {
             self.keep_history(claimed.doc()).await?;
         }
@@ -482,13 +504,13 @@ impl StateManager {
         for pipeline in self.list_pipelines().await? {
             for key in self.store.list(&keys::partitions_prefix(&pipeline)).await?.into_iter().map(|l| l.key) {
                 let Some((doc, version)) = self.read::<PartitionDoc>(&key).await? else { continue };
-                let held = doc.lease.as_ref().is_some_and(|l| &l.worker_id == worker && l.released_at.is_none());
+                let held = doc.lease.as_ref().is_some_and(|l| &l.worker_id == worker && l.is_open());
                 if !held {
                     continue;
                 }
                 let stop = RequestStop::<PartitionDoc>::new(worker.clone(), requested_by.clone());
                 let c = self.run(Update::from_cached(&key, stop, self.config, doc, version)).await?;
-                if c.doc.lease.as_ref().is_some_and(|l| l.stop_requested.is_some() && l.released_at.is_none()) {
+                if c.doc.lease.as_ref().is_some_and(|l| l.stop_requested.is_some() && l.is_open()) {
                     asked.push(key);
                 }
             }
@@ -520,7 +542,7 @@ impl StateManager {
     /// one lease.
     pub async fn probe(&self) -> Result<ProbeReport> {
         let store = self.store.as_ref();
-        let key = format!("_oxiflow/probe/{:016x}", rand::random::<u64>());
+        let key = format!("_oxiflow/probe/{:016x}", self.random());
         let unsafe_store = |reason: &str| Error::UnsafeStore { store: store.describe().into(), reason: reason.into() };
         let before = self.now();
         let v1 = store.put_if_absent(&key, b"probe 1".to_vec()).await?;

@@ -54,7 +54,7 @@ impl StateManager {
         doc.clone().reset(&scope)?;
         self.ensure_unheld(&snapshot, &scope)?;
 
-        let claim = Claim::<PipelineDoc>::new(by.clone(), rand::random());
+        let claim = Claim::<PipelineDoc>::new(by.clone(), self.random());
         let version = snapshot.pipeline_version().cloned().unwrap_or_default();
         let mut session = Session::claimed(
             key.clone(),
@@ -66,12 +66,12 @@ impl StateManager {
         self.refresh(&mut snapshot).await?;
         if let Err(e) = self.ensure_unheld(&snapshot, &scope) {
             // A claim that read the pipeline before we held it landed.
-            let _ = self.run(session.write(PipelineProgress::default(), Some(Finish::Release), rand::random())).await;
+            let _ = self.run(session.write(PipelineProgress::default(), Some(Finish::Release), self.random())).await;
             return Err(e);
         }
         let discarded_records = self.in_scope(&snapshot, &scope).map(|p| p.records_processed).sum();
         let partitions = self.in_scope(&snapshot, &scope).count();
-        let commit = CommitReset { holder: Holder::of(session.lease()), write_id: rand::random(), scope };
+        let commit = CommitReset { holder: Holder::of(session.lease()), write_id: self.random(), scope };
         let done = self.run(Update::from_cached(&key, commit, *self.config(), session.doc().clone(), session.version().clone())).await?;
         Ok(ResetDone {
             pipeline_id: pipeline.clone(),

@@ -78,7 +78,7 @@ impl StateManager {
             unheld(&snapshot)?;
             let doc = snapshot.pipeline().expect("a refreshed snapshot has its pipeline").clone();
             let version = snapshot.pipeline_version().cloned().unwrap_or_default();
-            let claim = Claim::<PipelineDoc>::new(RESTORER.parse()?, rand::random());
+            let claim = Claim::<PipelineDoc>::new(RESTORER.parse()?, self.random());
             let mut held = Session::claimed(
                 &pipeline_key,
                 self.run(Update::from_cached(&pipeline_key, claim, *self.config(), doc, version)).await?,
@@ -87,7 +87,7 @@ impl StateManager {
             );
             self.refresh(&mut snapshot).await?;
             if let Err(e) = unheld(&snapshot) {
-                let _ = self.run(held.write(PipelineProgress::default(), Some(Finish::Release), rand::random())).await;
+                let _ = self.run(held.write(PipelineProgress::default(), Some(Finish::Release), self.random())).await;
                 return Err(e);
             }
             let current = snapshot.pipeline().expect("a refreshed snapshot has its pipeline");

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::doc::StatusKind;
 use crate::id::{IdKind, IdRule, WorkerId};
+use crate::step::StepAction;
 use crate::time::Timestamp;
 
 /// Everything that can go wrong in core. `#[non_exhaustive]`: match on the
@@ -38,7 +39,7 @@ pub enum Error {
 
     /// The step state machine forbids this; the hint says what would allow it.
     #[error("cannot {action} a step that is {from}: {hint}")]
-    InvalidTransition { from: StatusKind, action: &'static str, hint: &'static str },
+    InvalidTransition { from: StatusKind, action: StepAction, hint: &'static str },
 
     /// A counter or bookmark would go backwards.
     #[error("{field} would go backwards from {current} to {proposed}")]

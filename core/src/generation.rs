@@ -123,7 +123,7 @@ impl PartitionDoc {
         self.new_run(&to.run_id);
         self.reset();
         self.generation = to.generation;
-        if let Some(lease) = self.lease.as_mut().filter(|l| l.released_at.is_none()) {
+        if let Some(lease) = self.lease.as_mut().filter(|l| l.is_open()) {
             lease.released_at = Some(now);
         }
         true

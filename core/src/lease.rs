@@ -95,6 +95,20 @@ pub struct Lease {
     pub previous: Vec<Holder>,
 }
 
+impl Lease {
+    /// Not let go by its holder (it may still have expired: see
+    /// [`Lease::is_live`]).
+    pub fn is_open(&self) -> bool {
+        self.released_at.is_none()
+    }
+
+    /// Held and not claimable by others at `now`: open, and not past
+    /// `expires_at + skew_allowance`.
+    pub fn is_live(&self, now: Timestamp, config: &LeaseConfig) -> bool {
+        matches!(LeaseStatus::of(Some(self), now, config), LeaseStatus::Held { .. })
+    }
+}
+
 /// Earlier holders a lease remembers. A holder whose write's outcome is
 /// unknown learns it as long as fewer than this many claims came after it.
 pub const PREVIOUS_HOLDERS: usize = 8;
@@ -147,7 +161,7 @@ impl Holder {
     /// `expires_at - safety_margin`. Never act outside the store (emit
     /// output, call an API) on a lease this says is no longer valid.
     pub fn trusts(lease: &Lease, now: Timestamp, config: &LeaseConfig) -> bool {
-        lease.released_at.is_none() && now < lease.expires_at.minus(config.safety_margin)
+        lease.is_open() && now < lease.expires_at.minus(config.safety_margin)
     }
 }
 
@@ -166,7 +180,7 @@ pub(crate) fn check_holder(key: &str, lease: Option<&Lease>, holder: &Holder, wr
         key: key.into(),
         worker_id: holder.worker_id.clone(),
         epoch: holder.epoch,
-        holder: current.filter(|l| l.released_at.is_none()).map(|l| l.worker_id.clone()),
+        holder: current.filter(|l| l.is_open()).map(|l| l.worker_id.clone()),
         landed,
     };
     let Some(l) = lease.filter(|l| l.worker_id == holder.worker_id && l.epoch == holder.epoch) else {

@@ -109,6 +109,6 @@ pub use plan::{Dependency, DependencyKind, StepPlan};
 pub use protocol::{Action, Committed, Config, Context, Drive, Mutation, Object, Request, Response, RetryPolicy, Update, Version};
 pub use schedule::{schedule, PartitionReadiness, Readiness, Schedule, SchedulePolicy, StepReadiness};
 pub use session::{Session, SessionWrite, Written};
-pub use step::{Finish, Progress};
+pub use step::{Finish, Progress, StepAction};
 pub use time::Timestamp;
 pub use view::{aggregate, LeaseView, PartitionState, PipelineState, StepError, StepState};

@@ -41,9 +41,7 @@ impl Work for PartitionDoc {
         PartitionDoc::start(self, now)
     }
     fn record(&mut self, progress: &Progress, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error> {
-        PartitionDoc::record(self, progress, worker, now, limits)?;
-        self.last_heartbeat = Some(now);
-        Ok(())
+        PartitionDoc::record(self, progress, worker, now, limits)
     }
     fn finish(&mut self, finish: &Finish, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error> {
         PartitionDoc::finish(self, finish, worker, now, limits)
@@ -287,7 +285,7 @@ impl<D: Document> Mutation for RequestStop<D> {
     type Doc = D;
     fn apply(&self, _key: &str, doc: &mut D, ctx: &Context) -> Result<bool, Error> {
         match doc.lease_mut() {
-            Some(l) if l.worker_id == self.worker_id && l.released_at.is_none() && l.stop_requested.is_none() => {
+            Some(l) if l.worker_id == self.worker_id && l.is_open() && l.stop_requested.is_none() => {
                 l.stop_requested = Some(StopRequest { requested_by: self.requested_by.clone(), requested_at: ctx.now });
                 Ok(true)
             }

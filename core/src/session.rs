@@ -125,14 +125,14 @@ impl<D: Work> Session<D> {
     ) -> Result<Self, Error> {
         let key = key.into();
         match doc.lease() {
-            Some(l) if &l.worker_id == worker && l.released_at.is_none() => {
+            Some(l) if &l.worker_id == worker && l.is_open() => {
                 Ok(Session { key, doc, version, config, unresolved: None, in_flight: None, last_stored_at: now, taken: false })
             }
             other => Err(Error::Fenced {
                 key,
                 worker_id: worker.clone(),
                 epoch: other.map_or(0, |l| l.epoch),
-                holder: other.filter(|l| l.released_at.is_none()).map(|l| l.worker_id.clone()),
+                holder: other.filter(|l| l.is_open()).map(|l| l.worker_id.clone()),
                 landed: false,
             }),
         }
@@ -281,7 +281,7 @@ impl<D: Work> Session<D> {
                 Ok(_) => {
                     let lease = self.lease().clone();
                     match lease.stop_requested.clone() {
-                        Some(stop) if lease.released_at.is_none() => {
+                        Some(stop) if lease.is_open() => {
                             // Our write landed just before the request: release now.
                             let release = Write::release(Holder::of(&lease), derived_write_id(lease.last_write), D::Progress::default());
                             self.unresolved = Some(release.clone());

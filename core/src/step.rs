@@ -64,13 +64,40 @@ pub enum Finish {
     Fail { error: String, retryable: bool },
 }
 
-fn transition_error(from: StatusKind, action: &'static str) -> Error {
+/// What was asked of a step, for the refusal's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepAction {
+    Claim,
+    RecordProgress,
+    Release,
+    Complete,
+    Fail,
+    Pause,
+    Resume,
+}
+
+impl core::fmt::Display for StepAction {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            StepAction::Claim => "claim",
+            StepAction::RecordProgress => "record progress on",
+            StepAction::Release => "release",
+            StepAction::Complete => "complete",
+            StepAction::Fail => "fail",
+            StepAction::Pause => "pause",
+            StepAction::Resume => "resume",
+        })
+    }
+}
+
+fn transition_error(from: StatusKind, action: StepAction) -> Error {
     let hint = match (from, action) {
-        (StatusKind::Completed, "claim") => "it completed in this run; start a new run to process it again",
-        (StatusKind::Failed, "claim") => "it failed with a non-retryable error; reset it or start a new run",
+        (StatusKind::Completed, StepAction::Claim) => "it completed in this run; start a new run to process it again",
+        (StatusKind::Failed, StepAction::Claim) => "it failed with a non-retryable error; reset it or start a new run",
         (StatusKind::Paused, _) => "it is paused; resume it first",
         (StatusKind::Completed, _) => "it already completed in this run",
-        (_, "resume") => "only a paused step can be resumed",
+        (_, StepAction::Resume) => "only a paused step can be resumed",
         _ => "claim the step first",
     };
     Error::InvalidTransition { from, action, hint }
@@ -90,7 +117,7 @@ impl PartitionDoc {
                 self.attempts = self.attempts.saturating_add(1);
                 Ok(())
             }
-            other => Err(transition_error(other.kind(), "claim")),
+            other => Err(transition_error(other.kind(), StepAction::Claim)),
         }
     }
 
@@ -98,7 +125,7 @@ impl PartitionDoc {
     /// progress; nothing changes unless all of it is valid.
     pub fn record(&mut self, p: &Progress, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error> {
         if !matches!(self.status, StepStatus::Running { .. }) {
-            return Err(transition_error(self.status.kind(), "record progress on"));
+            return Err(transition_error(self.status.kind(), StepAction::RecordProgress));
         }
         if let Some(b) = p.batch_number {
             if b < self.batch_number {
@@ -139,25 +166,31 @@ impl PartitionDoc {
         if let Some(b) = p.batch_number {
             self.batch_number = b;
         }
+        let moved = p.last_processed_id.is_some() && p.last_processed_id != self.last_processed_id;
         if p.last_processed_id.is_some() {
             self.last_processed_id.clone_from(&p.last_processed_id);
         }
         if p.last_processed_at.is_some() {
             self.last_processed_at = p.last_processed_at;
+        } else if moved {
+            // When the bookmark moved, by the writer's clock (never backwards).
+            self.last_processed_at = Some(self.last_processed_at.map_or(now, |t| t.max(now)));
         }
         for message in &p.errors {
             self.push_error(message, false, worker, now, limits);
         }
         self.worker_id = Some(worker.clone());
+        // Any write by the holder shows it alive.
+        self.last_heartbeat = Some(now);
         Ok(())
     }
 
     /// Ends the holder's work: release, complete or fail.
     pub fn finish(&mut self, finish: &Finish, worker: &WorkerId, now: Timestamp, limits: &Limits) -> Result<(), Error> {
         let action = match finish {
-            Finish::Release => "release",
-            Finish::Complete => "complete",
-            Finish::Fail { .. } => "fail",
+            Finish::Release => StepAction::Release,
+            Finish::Complete => StepAction::Complete,
+            Finish::Fail { .. } => StepAction::Fail,
         };
         if !matches!(self.status, StepStatus::Running { .. }) {
             return Err(transition_error(self.status.kind(), action));
@@ -180,7 +213,7 @@ impl PartitionDoc {
     pub fn pause(&mut self) -> Result<bool, Error> {
         match self.status {
             StepStatus::Paused => Ok(false),
-            StepStatus::Completed { .. } => Err(transition_error(StatusKind::Completed, "pause")),
+            StepStatus::Completed { .. } => Err(transition_error(StatusKind::Completed, StepAction::Pause)),
             _ => {
                 self.status = StepStatus::Paused;
                 Ok(true)
@@ -196,7 +229,7 @@ impl PartitionDoc {
                 Ok(true)
             }
             StepStatus::Pending => Ok(false),
-            ref other => Err(transition_error(other.kind(), "resume")),
+            ref other => Err(transition_error(other.kind(), StepAction::Resume)),
         }
     }
 
@@ -377,6 +410,20 @@ mod tests {
         assert_eq!(d.last_processed_id.as_deref(), Some("id-42"));
         assert_eq!(d.batch_number, 7);
         assert!(!d.new_run(&RunId::new("r2").unwrap()), "same run id twice is a no-op");
+    }
+
+    #[test]
+    fn last_processed_at_follows_the_bookmark() {
+        let mut d = doc();
+        d.start(at(1)).unwrap();
+        d.record(&Progress { add_records: 1, ..Progress::default() }, &w(), at(2), &Limits::default()).unwrap();
+        assert_eq!(d.last_processed_at, None, "no bookmark, no time");
+        d.record(&Progress { last_processed_id: Some("a".into()), ..Progress::default() }, &w(), at(3), &Limits::default()).unwrap();
+        assert_eq!(d.last_processed_at, Some(at(3)));
+        d.record(&Progress { last_processed_id: Some("a".into()), ..Progress::default() }, &w(), at(4), &Limits::default()).unwrap();
+        assert_eq!(d.last_processed_at, Some(at(3)), "the same bookmark did not move");
+        d.record(&Progress { last_processed_id: Some("b".into()), ..Progress::default() }, &w(), at(5), &Limits::default()).unwrap();
+        assert_eq!(d.last_processed_at, Some(at(5)));
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl LeaseView {
             epoch: lease.epoch,
             acquired_at: lease.acquired_at,
             expires_at: lease.expires_at,
-            stale: lease.released_at.is_none() && now > lease.expires_at,
+            stale: lease.is_open() && now > lease.expires_at,
             stop_requested: lease.stop_requested.is_some(),
             status,
         }
