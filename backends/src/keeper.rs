@@ -15,8 +15,9 @@ use oxiflow_core::{PartitionDoc, Progress, StopRequest, Written};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use crate::claims::Claimed;
 use crate::error::{Error, Result};
-use crate::manager::{Claimed, StateManager};
+use crate::manager::StateManager;
 
 struct Holding {
     claimed: Claimed,

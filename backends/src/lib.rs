@@ -12,6 +12,8 @@
 //!
 //! All pass the one conformance suite (`conformance`, feature `testing`).
 
+mod admin;
+mod claims;
 #[cfg(feature = "testing")]
 pub mod conformance;
 #[cfg(feature = "testing")]
@@ -19,12 +21,14 @@ mod counting;
 mod error;
 #[cfg(feature = "testing")]
 mod faults;
+mod history;
 mod http;
 mod keeper;
 mod local;
 mod manager;
 mod object;
 mod open;
+mod probe;
 mod redis;
 mod repair;
 mod reset;
@@ -33,6 +37,7 @@ mod store;
 mod transfer;
 
 pub use self::redis::{RedisStore, DEFAULT_PREFIX as REDIS_DEFAULT_PREFIX};
+pub use claims::{readiness_reason, Claimed, Next};
 #[cfg(feature = "testing")]
 pub use counting::{CountingStore, RequestCounts};
 pub use error::{Error, Result};
@@ -41,10 +46,11 @@ pub use faults::{FaultCounts, Faults, FaultyStore};
 pub use http::{HttpStore, GENERATION_HEADER, MAX_BYTES_HEADER, SIZE_HEADER};
 pub use keeper::Held;
 pub use local::LocalDirStore;
-pub use manager::{readiness_reason, system_clock, system_random, Claimed, Clock, Next, ProbeReport, Random, StateManager};
+pub use manager::{system_clock, system_random, Clock, Random, StateManager};
 pub use object::{ObjectStoreBackend, ObjectStoreOptions};
 pub use open::{kind_of, known_schemes, open_store, resolve, schemes_of, OpenOptions, KINDS, SCHEMES};
 pub use oxiflow_core::StepPlan;
+pub use probe::ProbeReport;
 pub use repair::Restored;
 pub use reset::ResetDone;
 pub use snapshot::{Refreshed, Snapshot};
