@@ -21,7 +21,6 @@
 let core;
 
 const TOKEN_KEY = "oxiflow-token";
-const PREFIX = "pipelines/";
 /** Steps with at most this many partitions list their rows; bigger ones on a click. */
 const ROWS_SHOWN = 24;
 const $ = (id) => document.getElementById(id);
@@ -84,12 +83,12 @@ function coreError(e) {
   }
 }
 
-/** What a key is: [pipeline id, "pipeline" | "partition"], or null for anything else (history copies). */
+/** What a key is, by the core's key layout: [pipeline id, "pipeline" | "partition"], or null for anything else (history copies). */
 function kindOf(key) {
-  const parts = key.split("/");
-  if (parts.length === 3 && parts[2] === "pipeline.json") return [parts[1], "pipeline"];
-  if (parts.length === 4 && parts[2] === "partitions" && parts[3].endsWith(".json")) return [parts[1], "partition"];
-  return null;
+  const parsed = core.parseKey(key);
+  if (!parsed) return null;
+  const { pipeline, partition } = JSON.parse(parsed);
+  return [pipeline, partition === undefined ? "pipeline" : "partition"];
 }
 
 /** Fetches and decodes one document; null when it vanished since the listing. */
@@ -130,7 +129,7 @@ async function firstView(id) {
 /** One listing; a GET of each document that is new or changed; returns what it cost. */
 async function refreshDocs() {
   const before = requests;
-  const r = await api(`/v1/keys?prefix=${encodeURIComponent(PREFIX)}`);
+  const r = await api(`/v1/keys?prefix=${encodeURIComponent(core.pipelinesPrefix())}`);
   if (!r.ok) throw await failed("/v1/keys", r);
   const listed = await r.json();
   const seen = new Set();
@@ -185,7 +184,7 @@ function collect(id) {
   const problems = [];
   const partitions = [];
   let pipelineJson = null;
-  const prefix = `${PREFIX}${id}/`;
+  const prefix = `${core.pipelinesPrefix()}${id}/`;
   for (const [key, d] of state.docs) {
     if (!key.startsWith(prefix)) continue;
     if (d.problem) problems.push({ key, error: d.problem });
@@ -390,7 +389,7 @@ function renderPipeline(id, loaded, now) {
   try {
     view = viewOf(id, loaded, now);
   } catch (e) {
-    problems.push({ key: `${PREFIX}${id}/`, error: coreError(e) });
+    problems.push({ key: `${core.pipelinesPrefix()}${id}/`, error: coreError(e) });
   }
   if (!view) {
     section.append(el("h2", {}, id), renderProblems(problems) ?? el("p", { class: "muted" }, "no pipeline document"));

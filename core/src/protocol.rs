@@ -55,9 +55,11 @@ impl Request {
     }
 }
 
-/// A stored object as read.
+/// A stored object as read. As JSON (a [`Response`] from JavaScript) it is
+/// only its version: the bytes travel beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Object {
+    #[serde(skip)]
     pub body: Vec<u8>,
     pub version: Version,
 }
@@ -149,7 +151,7 @@ pub trait Mutation {
 }
 
 /// A finished operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Committed<D> {
     /// The document as now stored.
     pub doc: D,

@@ -40,7 +40,7 @@ use crate::step::Finish;
 use crate::time::Timestamp;
 
 /// How a holder's write ended, when it did not fail.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Written {
     /// The write is stored. False only when nothing was left to write (the
     /// lease was already released by an earlier write of ours).

@@ -4,7 +4,7 @@
 
 use oxiflow_core::{
     check_claim, Action, Claim, Committed, Config, Create, Drive, Error, Finish, PartitionDoc, PartitionId, PipelineDoc, Progress, Request,
-    RequestStop, Response, Session, Update, Version, WorkerId, Write, Written,
+    RequestStop, Response, Session, Update, Version, WorkerId, Write,
 };
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
@@ -39,9 +39,8 @@ enum WireAction<'a, T> {
     Done(WireOutcome<T>),
 }
 
-/// Serializes `action`, keeping the body of a put in `body`; `done` turns
-/// the outcome into what JavaScript sees.
-fn action_json<T, W: Serialize>(action: Action<T>, body: &mut Vec<u8>, done: impl FnOnce(T) -> W) -> String {
+/// Serializes `action`, keeping the body of a put in `body`.
+fn action_json<T: Serialize>(action: Action<T>, body: &mut Vec<u8>) -> String {
     let (request, outcome);
     let wire = match action {
         Action::Send(r) => {
@@ -61,7 +60,7 @@ fn action_json<T, W: Serialize>(action: Action<T>, body: &mut Vec<u8>, done: imp
         Action::Sleep(d) => WireAction::SleepMs(d.as_millis() as u64),
         Action::Done(result) => {
             outcome = match result {
-                Ok(t) => WireOutcome::Ok(done(t)),
+                Ok(t) => WireOutcome::Ok(t),
                 Err(e) => WireOutcome::Error(e),
             };
             WireAction::Done(outcome)
@@ -70,62 +69,16 @@ fn action_json<T, W: Serialize>(action: Action<T>, body: &mut Vec<u8>, done: imp
     serde_json::to_string(&wire).unwrap_or_else(|e| format!(r#"{{"done":{{"error":{{"error":"protocol","reason":"{e}"}}}}}}"#))
 }
 
-/// The outcome of an [`Operation`]: the core's [`Committed`].
-#[derive(Serialize)]
-struct CommittedJson {
-    doc: PartitionDoc,
-    version: Version,
-    wrote: bool,
-    requests: u32,
-}
-
-impl From<Committed<PartitionDoc>> for CommittedJson {
-    fn from(c: Committed<PartitionDoc>) -> Self {
-        CommittedJson { doc: c.doc, version: c.version, wrote: c.wrote, requests: c.requests }
-    }
-}
-
-/// The outcome of a [`HolderSession`] write: the core's [`Written`].
-#[derive(Serialize)]
-struct WrittenJson {
-    landed: bool,
-    stop: Option<oxiflow_core::StopRequest>,
-    requests: u32,
-}
-
-impl From<Written> for WrittenJson {
-    fn from(w: Written) -> Self {
-        WrittenJson { landed: w.landed, stop: w.stop, requests: w.requests }
-    }
-}
-
-/// A [`Response`] as JSON; the bytes of an object travel beside it.
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum WireResponse {
-    Object(Option<WireObject>),
-    Written(Version),
-    AlreadyExists,
-    Precondition,
-    Unavailable { reason: String },
-}
-
-#[derive(Deserialize)]
-struct WireObject {
-    version: Version,
-}
-
+/// A [`Response`] as JSON (the core's own serde form: `{"object":
+/// {"version"}}` or `{"object": null}`, `{"written": version}`,
+/// `"already_exists"`, `"precondition"`, `{"unavailable": {"reason"}}`); the
+/// bytes of an object travel beside it.
 fn response(json: &str, body: Option<Vec<u8>>) -> Result<Response, JsValue> {
-    Ok(match from_json("response", json)? {
-        WireResponse::Object(None) => Response::Object(None),
-        WireResponse::Object(Some(o)) => {
-            Response::Object(Some(oxiflow_core::Object { body: body.unwrap_or_default(), version: o.version }))
-        }
-        WireResponse::Written(v) => Response::Written(v),
-        WireResponse::AlreadyExists => Response::AlreadyExists,
-        WireResponse::Precondition => Response::Precondition,
-        WireResponse::Unavailable { reason } => Response::Unavailable { reason },
-    })
+    let mut response: Response = from_json("response", json)?;
+    if let Response::Object(Some(object)) = &mut response {
+        object.body = body.unwrap_or_default();
+    }
+    Ok(response)
 }
 
 // ---------- Operation ----------
@@ -233,7 +186,7 @@ impl Operation {
 
     pub fn start(&mut self, now_ms: f64) -> String {
         let action = self.driver.drive().start(at(now_ms));
-        action_json(action, &mut self.body, CommittedJson::from)
+        action_json(action, &mut self.body)
     }
 
     /// Feeds the store's answer; `object_body` carries the bytes of an
@@ -241,12 +194,12 @@ impl Operation {
     pub fn handle(&mut self, response_json: &str, object_body: Option<Vec<u8>>, now_ms: f64, random: f64) -> Result<String, JsValue> {
         let response = response(response_json, object_body)?;
         let action = self.driver.drive().handle(response, at(now_ms), random as u64);
-        Ok(action_json(action, &mut self.body, CommittedJson::from))
+        Ok(action_json(action, &mut self.body))
     }
 
     pub fn wake(&mut self, now_ms: f64) -> String {
         let action = self.driver.drive().wake(at(now_ms));
-        action_json(action, &mut self.body, CommittedJson::from)
+        action_json(action, &mut self.body)
     }
 }
 
@@ -334,7 +287,7 @@ impl HolderSession {
             Some(text) => from_json("finish", text)?,
         };
         let action = self.session.begin(progress, finish, write_id as u64, at(now_ms));
-        Ok(action_json(action, &mut self.body, WrittenJson::from))
+        Ok(action_json(action, &mut self.body))
     }
 
     /// The body of the last `put_*` action.
@@ -346,13 +299,13 @@ impl HolderSession {
     pub fn handle(&mut self, response_json: &str, object_body: Option<Vec<u8>>, now_ms: f64, random: f64) -> Result<String, JsValue> {
         let response = response(response_json, object_body)?;
         let action = self.session.handle(response, at(now_ms), random as u64);
-        Ok(action_json(action, &mut self.body, WrittenJson::from))
+        Ok(action_json(action, &mut self.body))
     }
 
     /// Continues the write in flight after a `sleep_ms`.
     pub fn wake(&mut self, now_ms: f64) -> String {
         let action = self.session.wake(at(now_ms));
-        action_json(action, &mut self.body, WrittenJson::from)
+        action_json(action, &mut self.body)
     }
 
     pub fn key(&self) -> String {

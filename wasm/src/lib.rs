@@ -148,6 +148,31 @@ pub fn pipeline_key(pipeline: &str) -> Result<String, JsValue> {
     Ok(keys::pipeline_doc(&pipeline.parse().map_err(js_error)?))
 }
 
+/// Where every pipeline's documents live (the listing prefix).
+#[wasm_bindgen(js_name = pipelinesPrefix)]
+pub fn pipelines_prefix() -> String {
+    keys::PIPELINES_PREFIX.to_string()
+}
+
+/// What a stored key is, by the core's key layout: `{"pipeline": id}` for a
+/// pipeline document, `{"pipeline": id, "partition": "step@shard"}` for a
+/// partition document, `null` for anything else (history copies, foreign
+/// objects).
+#[wasm_bindgen(js_name = parseKey)]
+pub fn parse_key(key: &str) -> Option<String> {
+    #[derive(serde::Serialize)]
+    struct Parsed {
+        pipeline: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partition: Option<String>,
+    }
+    let parsed = match keys::parse(key).ok()? {
+        keys::DocKey::Pipeline(p) => Parsed { pipeline: p.to_string(), partition: None },
+        keys::DocKey::Partition(p, part) => Parsed { pipeline: p.to_string(), partition: Some(part.to_string()) },
+    };
+    to_json(&parsed).ok()
+}
+
 /// How a `Lease` (JSON) looks to others at `now_ms`: `LeaseStatus` JSON.
 #[wasm_bindgen(js_name = leaseStatus)]
 pub fn lease_status(lease_json: &str, now_ms: f64, config_json: Option<String>) -> Result<String, JsValue> {
