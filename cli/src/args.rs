@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "oxiflow", version, propagate_version = true)]
 pub struct Cli {
-    /// Store URL: file:///path, s3://bucket/prefix, gs://…, az://…, memory://
+    /// Store: a path, file:///path, s3://bucket/prefix, gs://…, az://…,
+    /// redis://host:6379/0, http(s)://host:port (oxiflow serve), memory://
     /// (default: .oxiflow/state on the local disk).
     #[arg(long, global = true, env = "OXIFLOW_BACKEND", value_name = "URL")]
     pub backend: Option<String>,
@@ -24,7 +25,7 @@ pub struct Cli {
     /// Machine-readable JSON on stdout (errors as JSON on stderr).
     #[arg(long, global = true)]
     pub json: bool,
-    /// More logging (-v, -vv).
+    /// More logging on stderr: -v info, -vv debug (a worker's script lines, each write).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     #[command(subcommand)]
@@ -54,8 +55,14 @@ pub enum Command {
     Lock(LockCommand),
     /// Check that the store honours conditional writes, and show the settings.
     Doctor,
-    /// Serve the state over HTTP (REST API with bearer-token auth).
+    /// Serve the state over HTTP (REST API with bearer-token auth) and the dashboard.
     Serve(ServeArgs),
+    /// Print a shell completion script: `oxiflow completions bash > /etc/bash_completion.d/oxiflow`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +97,7 @@ pub enum StateCommand {
     /// extract@i), `--after load=transform,index` (fan-in), `--after
     /// index=extract` (fan-out), `--after side=` (waits for nothing).
     Create {
+        /// The pipeline id.
         pipeline: String,
         /// Steps in order; `name:N` splits a step into N shards.
         #[arg(long = "step", value_name = "STEP[:SHARDS]", required_unless_present = "from", conflicts_with = "from")]
@@ -101,6 +109,7 @@ pub enum StateCommand {
         /// Read steps, shards and dependencies from a pipeline.yaml.
         #[arg(long, value_name = "FILE")]
         from: Option<PathBuf>,
+        /// The id of the pipeline's first run.
         #[arg(long, default_value = "run-1")]
         run_id: String,
     },
@@ -111,17 +120,23 @@ pub enum StateCommand {
         active: bool,
     },
     /// Show a pipeline: steps, progress, leases, recent errors.
-    Show { pipeline: String },
+    Show {
+        /// The pipeline id.
+        pipeline: String,
+    },
     /// Kept versions of a step's document (needs history.keep_last > 0).
     History {
+        /// The pipeline id.
         pipeline: String,
-        /// `step` or `step@shard` (default: every partition).
+        /// `step` (all its shards) or `step@shard` (default: every partition).
         #[arg(long)]
         step: Option<String>,
     },
     /// Write a pipeline's documents as JSON.
     Export {
+        /// The pipeline id.
         pipeline: String,
+        /// Write to FILE instead of stdout.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
@@ -131,11 +146,12 @@ pub enum StateCommand {
     /// state are fenced), is refused while a lease is live unless --force,
     /// and reports the acknowledged progress it discards.
     Import {
+        /// The pipeline id (must match the export's).
         pipeline: String,
         /// The export file (`state export -o FILE`).
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
-        /// Replace the pipeline if it exists.
+        /// Replace the pipeline if it exists (epochs continue above both copies).
         #[arg(long)]
         replace: bool,
         /// With --replace: even while workers hold live leases (they are fenced).
@@ -147,6 +163,7 @@ pub enum StateCommand {
         /// The target store URL.
         #[arg(long, value_name = "URL")]
         to: String,
+        /// Pipeline ids to copy (default: every pipeline).
         pipelines: Vec<String>,
         /// Replace pipelines that exist in the target.
         #[arg(long)]
@@ -157,35 +174,78 @@ pub enum StateCommand {
     },
     /// Release leases whose holders are dead (expired past the skew allowance).
     Cleanup {
+        /// Release the leases of dead workers (required: the only cleanup there is).
         #[arg(long, required = true)]
         stale_workers: bool,
+        /// Only list what would be released.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this pipeline (default: every pipeline).
+        #[arg(long, value_name = "PIPELINE")]
+        pipeline: Option<String>,
     },
-    /// Set steps back to pending (counters zeroed, bookmarks kept).
+    /// Set steps back to pending in this run: records, bytes, failures and
+    /// attempts zeroed; the bookmark and batch number kept.
     Reset {
+        /// The pipeline id.
         pipeline: String,
+        /// One step (every shard of it; resets are per step); default: every step.
         #[arg(long)]
         step: Option<String>,
-        /// Start a new run (new run id) instead of resetting within this one.
+        /// Start a new run (a new run id) instead: every step pending,
+        /// counters zeroed as above; bookmarks and batch numbers kept.
         #[arg(long, conflicts_with = "step")]
         new_run: bool,
+    },
+    /// Delete a pipeline: its documents and kept history.
+    ///
+    /// Refused (exit 5) while a worker holds a live lease on it, unless --force.
+    Delete {
+        /// The pipeline id.
+        pipeline: String,
+        /// Even while workers hold live leases (their next write fails: not found).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a kept history copy of a partition back (needs history.keep_last > 0).
+    ///
+    /// Epochs continue above both copies (a holder of either is fenced);
+    /// refused (exit 5) while a live lease is held, unless --force. Reports
+    /// the acknowledged records it discards.
+    Restore {
+        /// The pipeline id.
+        pipeline: String,
+        /// `step` or `step@shard`: one partition.
+        step: String,
+        /// The document version to restore (`state history` lists them);
+        /// default: the latest kept copy older than the stored document.
+        #[arg(long, value_name = "N")]
+        version: Option<u64>,
+        /// Even while a worker holds a live lease (it is fenced).
+        #[arg(long)]
+        force: bool,
     },
 }
 
 #[derive(Debug, Args)]
 pub struct HolderArgs {
+    /// The pipeline id.
     pub pipeline: String,
     /// `step` or `step@shard`.
     pub step: String,
+    /// The worker holding the lease.
     #[arg(long, env = "OXIFLOW_WORKER_ID")]
     pub worker: String,
 }
 
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
+    /// The pipeline id.
     pub pipeline: String,
     /// `step` or `step@shard`; omit it with --next.
     #[arg(required_unless_present = "next", conflicts_with = "next")]
     pub step: Option<String>,
+    /// The worker claiming (a worker id must not be used by two processes at once).
     #[arg(long, env = "OXIFLOW_WORKER_ID")]
     pub worker: String,
     /// Claim whatever the scheduler says is ready (exit 9 when nothing is
@@ -196,7 +256,8 @@ pub struct ClaimArgs {
     /// re-running a step on purpose).
     #[arg(long, conflicts_with = "next")]
     pub force: bool,
-    /// Lease time to live (default from config, 30s).
+    /// Lease time to live (default from config, 30s); the heartbeat interval
+    /// and safety margin scale with it.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub ttl: Option<std::time::Duration>,
 }
@@ -208,12 +269,16 @@ pub struct CheckpointArgs {
     /// The bookmark: the last id processed.
     #[arg(long)]
     pub last_id: Option<String>,
+    /// Records processed since the last checkpoint (added to the count).
     #[arg(long, default_value_t = 0)]
     pub add_records: u64,
+    /// Records that failed since the last checkpoint (added).
     #[arg(long, default_value_t = 0)]
     pub add_failed: u64,
+    /// Bytes processed since the last checkpoint (added).
     #[arg(long, default_value_t = 0)]
     pub add_bytes: u64,
+    /// The batch number now (never backwards).
     #[arg(long)]
     pub batch: Option<u64>,
     /// A user field, `key=value` (empty value removes it). Repeatable.
@@ -234,8 +299,10 @@ pub struct CheckpointArgs {
 pub enum WorkerCommand {
     /// Claim free or expired steps of a pipeline and run CMD for each batch.
     Start {
+        /// The pipeline to work on.
         #[arg(long)]
         pipeline: String,
+        /// This worker's id (default: worker-<pid>-<random>).
         #[arg(long, env = "OXIFLOW_WORKER_ID")]
         worker_id: Option<String>,
         /// Run per batch with the checkpoint in OXIFLOW_* variables; prints
@@ -245,11 +312,13 @@ pub enum WorkerCommand {
     },
     /// Workers holding leases now.
     List {
+        /// Only this pipeline (default: every pipeline).
         #[arg(long)]
         pipeline: Option<String>,
     },
     /// Ask a worker to release its leases and stop.
     Stop {
+        /// The worker to stop.
         #[arg(long)]
         worker_id: String,
     },
@@ -258,5 +327,34 @@ pub enum WorkerCommand {
 #[derive(Debug, Subcommand)]
 pub enum LockCommand {
     /// Leases of a pipeline's steps.
-    Status { pipeline: String },
+    Status {
+        /// The pipeline id.
+        pipeline: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument and flag of every command says what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments().filter(|a| !matches!(a.get_id().as_str(), "help" | "version")) {
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "oxiflow", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 }

@@ -7,10 +7,9 @@
 //! accepted too (`state_manager.rs`); one file holds one of the two.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use oxiflow_backends::{ConditionalStore, HttpStore, LocalDirStore, ObjectStoreBackend, ObjectStoreOptions, RedisStore, StateManager};
+use oxiflow_backends::{ObjectStoreOptions, OpenOptions, StateManager};
 use oxiflow_core::Config as CoreConfig;
 use serde::Deserialize;
 
@@ -23,8 +22,14 @@ pub enum ConfigError {
     Syntax { file: String, line: usize, column: usize, message: String },
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
-    #[error("cannot read {file}: {source}")]
-    Read { file: String, source: std::io::Error },
+    /// The reason is text, not a source: it is printed once.
+    #[error("cannot read {file}: {reason}")]
+    Read { file: String, reason: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    /// The store location (flag, variable or file) names no store.
+    #[error(transparent)]
+    Location(oxiflow_backends::Error),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -148,6 +153,12 @@ fn duration(file: &str, field: &str, value: &str) -> Result<Duration, ConfigErro
     })
 }
 
+/// A duration from an environment variable, blamed on the variable.
+fn env_duration(var: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value)
+        .map_err(|e| ConfigError::Env { var: var.into(), message: format!("{value:?} is not a duration like 30s or 500ms ({e})") })
+}
+
 /// Resolves settings from the file, the environment and the flags.
 pub fn load(
     cwd: &Path,
@@ -164,7 +175,7 @@ pub fn load(
         Some(path) => {
             let name = path.display().to_string();
             let invalid = |message: String| ConfigError::Invalid { file: name.clone(), message };
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: name.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { file: name.clone(), reason: e.to_string() })?;
             let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| {
                 let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
                 ConfigError::Syntax { file: name.clone(), line, column, message: e.to_string() }
@@ -217,28 +228,17 @@ pub fn load(
     let url = backend_flag.map(str::to_string).or_else(|| pick("OXIFLOW_BACKEND", section.url.clone()));
     let url = match url {
         None => format!("file://{}", root.join(CONFIG_DIR).join("state").display()),
-        Some(u) if u.contains("://") => u,
-        Some(path) => format!("file://{}", root.join(path).display()),
+        Some(location) => oxiflow_backends::resolve(&location, &root).map_err(ConfigError::Location)?,
     };
     if let Some(kind) = pick("OXIFLOW_BACKEND_KIND", section.backend.clone()) {
         let scheme = url.split("://").next().unwrap_or_default();
-        let expected: &[&str] = match kind.as_str() {
-            "auto" => &[],
-            "file" => &["file"],
-            "s3" => &["s3", "s3a"],
-            "gcs" => &["gs"],
-            "azure" => &["az", "azure", "abfs"],
-            "memory" => &["memory"],
-            "redis" => &["redis", "rediss", "valkey", "valkeys"],
-            "http" => &["http", "https"],
-            other => {
-                return Err(ConfigError::Invalid {
-                    file: name,
-                    message: format!("state.backend: unknown backend {other:?} (auto, file, s3, gcs, azure, memory, redis, http)"),
-                })
-            }
-        };
-        if !expected.is_empty() && !expected.contains(&scheme) {
+        if kind != "auto" && !oxiflow_backends::KINDS.contains(&kind.as_str()) {
+            return Err(ConfigError::Invalid {
+                file: name,
+                message: format!("state.backend: unknown backend {kind:?} (auto, {})", oxiflow_backends::KINDS.join(", ")),
+            });
+        }
+        if kind != "auto" && !oxiflow_backends::schemes_of(&kind).contains(&scheme) {
             return Err(ConfigError::Invalid { file: name, message: format!("state.backend is {kind} but the URL {url} is {scheme}://") });
         }
     }
@@ -259,8 +259,10 @@ pub fn load(
         ("OXIFLOW_SAFETY_MARGIN", "safety_margin", section.safety_margin.clone(), &mut core.lease.safety_margin),
     ];
     for (var, field, file_value, slot) in durations {
-        if let Some(v) = pick(var, file_value) {
-            *slot = duration(&name, field, &v)?;
+        match (env(var).filter(|v| !v.is_empty()), file_value) {
+            (Some(v), _) => *slot = env_duration(var, &v)?,
+            (None, Some(v)) => *slot = duration(&name, field, &v)?,
+            (None, None) => {}
         }
     }
     core.lease.validate().map_err(|e| ConfigError::Invalid { file: name.clone(), message: e.to_string() })?;
@@ -269,10 +271,7 @@ pub fn load(
     let checkpoint_interval = mapped.checkpoint_interval.map(|v| duration(&name, "state_manager.checkpoint_interval", &v)).transpose()?;
     let number = |var: &str, file: Option<usize>| -> Result<Option<usize>, ConfigError> {
         match env(var).filter(|v| !v.is_empty()) {
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| ConfigError::Invalid { file: name.clone(), message: format!("{var}={v:?} is not a number") }),
+            Some(v) => v.parse().map(Some).map_err(|_| ConfigError::Env { var: var.into(), message: format!("{v:?} is not a number") }),
             None => Ok(file),
         }
     };
@@ -297,20 +296,19 @@ pub fn load(
 }
 
 impl Settings {
-    /// Opens the store the settings point at.
+    /// Opens the store the settings point at (`oxiflow_backends::open_store`).
     pub fn open(&self) -> anyhow::Result<StateManager> {
-        let store: Arc<dyn ConditionalStore> = if let Some(dir) = self.url.strip_prefix("file://") {
-            Arc::new(LocalDirStore::open(dir)?)
-        } else if self.url.starts_with("http://") || self.url.starts_with("https://") {
-            // A remote `oxiflow serve`; its token from OXIFLOW_TOKEN, else the config file.
-            let token = std::env::var("OXIFLOW_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| self.http_token.clone());
-            Arc::new(HttpStore::new(&self.url, token)?)
-        } else if ["redis://", "rediss://", "valkey://", "valkeys://"].iter().any(|s| self.url.starts_with(s)) {
-            Arc::new(RedisStore::open(&self.url)?)
-        } else {
-            Arc::new(ObjectStoreBackend::open(&self.url, &self.object)?)
-        };
+        // A remote `oxiflow serve`'s token: OXIFLOW_TOKEN, else the config file.
+        let http_token = std::env::var("OXIFLOW_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| self.http_token.clone());
+        let store = oxiflow_backends::open_store(&self.url, &OpenOptions { object: self.object.clone(), http_token })?;
         Ok(StateManager::new(store, self.core).with_history(self.history_keep_last))
+    }
+
+    /// These settings pointed at another store: a URL, or a path relative
+    /// to the current directory (`state copy --to`).
+    pub fn at(&self, location: &str) -> anyhow::Result<Settings> {
+        let url = oxiflow_backends::resolve(location, &std::env::current_dir()?)?;
+        Ok(Settings { url, ..self.clone() })
     }
 }
 

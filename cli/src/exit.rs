@@ -33,47 +33,71 @@ pub struct Status {
     pub note: String,
 }
 
+/// A mistake in the command line or in a file it names (exit 2): the CLI's
+/// own usage errors, kept apart from the core's and the stores' refusals.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// Something named on the command line does not exist (exit 3); the
+/// message says what does.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Missing(pub String);
+
+/// A [`Usage`] error.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Usage(message.into()).into()
+}
+
+/// What each kind of error means to a caller, in one table: the exit code,
+/// its name in `--json` errors, and the HTTP status of `oxiflow serve`.
+const KINDS: [(ErrorKind, u8, &str, u16); 9] = [
+    (ErrorKind::Invalid, INVALID, "invalid", 400),
+    (ErrorKind::NotFound, NOT_FOUND, "not_found", 404),
+    (ErrorKind::Conflict, CONFLICT, "conflict", 409),
+    (ErrorKind::LeaseHeld, LEASE_HELD, "lease_held", 423),
+    (ErrorKind::Fenced, FENCED, "fenced", 409),
+    (ErrorKind::Corrupt, CORRUPT, "corrupt", 422),
+    (ErrorKind::Unavailable, UNAVAILABLE, "unavailable", 503),
+    (ErrorKind::NotReady, NOT_READY, "not_ready", 425),
+    (ErrorKind::Bug, FAILURE, "failure", 500),
+];
+
+/// The kind of an error from anywhere in the program; `None` for a plain failure.
+pub fn kind(error: &anyhow::Error) -> Option<ErrorKind> {
+    if let Some(e) = error.downcast_ref::<StoreError>() {
+        Some(e.kind())
+    } else if let Some(e) = error.downcast_ref::<oxiflow_core::Error>() {
+        Some(e.kind())
+    } else if error.downcast_ref::<crate::config::ConfigError>().is_some() || error.downcast_ref::<Usage>().is_some() {
+        Some(ErrorKind::Invalid)
+    } else if error.downcast_ref::<Missing>().is_some() {
+        Some(ErrorKind::NotFound)
+    } else {
+        None
+    }
+}
+
 /// The exit code for an error from anywhere in the program.
 pub fn code(error: &anyhow::Error) -> u8 {
     if let Some(s) = error.downcast_ref::<Status>() {
         return s.code;
     }
-    let kind = if let Some(e) = error.downcast_ref::<StoreError>() {
-        e.kind()
-    } else if let Some(e) = error.downcast_ref::<oxiflow_core::Error>() {
-        e.kind()
-    } else if error.downcast_ref::<crate::config::ConfigError>().is_some() {
-        ErrorKind::Invalid
-    } else {
-        return FAILURE;
-    };
-    match kind {
-        ErrorKind::Conflict => CONFLICT,
-        ErrorKind::Fenced => FENCED,
-        ErrorKind::LeaseHeld => LEASE_HELD,
-        ErrorKind::Invalid => INVALID,
-        ErrorKind::NotFound => NOT_FOUND,
-        ErrorKind::Corrupt => CORRUPT,
-        ErrorKind::Unavailable => UNAVAILABLE,
-        ErrorKind::NotReady => NOT_READY,
-        _ => FAILURE,
-    }
+    kind(error).and_then(|k| KINDS.iter().find(|row| row.0 == k)).map_or(FAILURE, |row| row.1)
+}
+
+/// The HTTP status meaning the same as the error's exit code (500 for a plain failure).
+pub fn http_status(error: &anyhow::Error) -> u16 {
+    kind(error).and_then(|k| KINDS.iter().find(|row| row.0 == k)).map_or(500, |row| row.3)
 }
 
 /// A short name for the code, for `--json` errors.
 pub fn name(code: u8) -> &'static str {
     match code {
-        INVALID => "invalid",
-        NOT_FOUND => "not_found",
-        CONFLICT => "conflict",
-        LEASE_HELD => "lease_held",
-        FENCED => "fenced",
-        CORRUPT => "corrupt",
-        UNAVAILABLE => "unavailable",
-        NOT_READY => "not_ready",
         FINISHED => "finished",
         STOPPED => "stopped",
-        _ => "failure",
+        c => KINDS.iter().find(|row| row.1 == c).map_or("failure", |row| row.2),
     }
 }
 

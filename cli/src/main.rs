@@ -14,10 +14,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::args::{Cli, Command, LockCommand, StateCommand, WorkerCommand};
-use crate::commands::{demo, doctor, lease, serve, state, worker, Ctx};
+use crate::commands::{demo, doctor, lease, repair, serve, state, transfer, worker, Ctx};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "oxiflow", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     if !matches!(cli.command, Command::Worker(WorkerCommand::Start { .. })) {
         // Like other Unix tools: a reader that went away (`| head`, `| true`)
         // ends the command quietly, by SIGPIPE. Not a worker: it holds leases
@@ -30,14 +34,19 @@ fn main() -> ExitCode {
         }
     }
     let json = cli.json;
+    // -v and -vv raise oxiflow's own logging (a worker's checkpoints, then
+    // its script's other lines); -vvv everything's.
     let level = match cli.verbose {
         0 => "warn",
-        1 => "info",
+        1 => "warn,oxiflow=info,oxiflow_backends=info",
+        2 => "warn,oxiflow=debug,oxiflow_backends=debug",
         _ => "debug",
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OXIFLOW_LOG").unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
+        // Colour codes only for a person reading a terminal, not in a log file or pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
@@ -76,11 +85,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             StateCommand::List { active } => state::list(&ctx, *active).await,
             StateCommand::Show { pipeline } => state::show(&ctx, pipeline).await,
             StateCommand::History { pipeline, step } => state::history(&ctx, pipeline, step.as_deref()).await,
-            StateCommand::Export { pipeline, output } => state::export(&ctx, pipeline, output.as_deref()).await,
-            StateCommand::Import { pipeline, from, replace, force } => state::import(&ctx, pipeline, from, *replace, *force).await,
-            StateCommand::Copy { to, pipelines, replace, force } => state::copy(&ctx, to, pipelines, *replace, *force).await,
-            StateCommand::Cleanup { .. } => state::cleanup(&ctx).await,
+            StateCommand::Export { pipeline, output } => transfer::export(&ctx, pipeline, output.as_deref()).await,
+            StateCommand::Import { pipeline, from, replace, force } => transfer::import(&ctx, pipeline, from, *replace, *force).await,
+            StateCommand::Copy { to, pipelines, replace, force } => transfer::copy(&ctx, to, pipelines, *replace, *force).await,
+            StateCommand::Cleanup { dry_run, pipeline, .. } => repair::cleanup(&ctx, pipeline.as_deref(), *dry_run).await,
             StateCommand::Reset { pipeline, step, new_run } => state::reset(&ctx, pipeline, step.as_deref(), *new_run).await,
+            StateCommand::Delete { pipeline, force } => repair::delete(&ctx, pipeline, *force).await,
+            StateCommand::Restore { pipeline, step, version, force } => repair::restore(&ctx, pipeline, step, *version, *force).await,
         },
         Command::Claim(a) => lease::claim(&mut ctx, a).await,
         Command::Checkpoint(a) => lease::checkpoint(&ctx, a).await,
@@ -93,5 +104,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lock(LockCommand::Status { pipeline }) => lease::lock_status(&ctx, pipeline).await,
         Command::Doctor => doctor::run(&ctx).await,
         Command::Serve(a) => serve::run(&ctx, a).await,
+        Command::Completions { .. } => unreachable!("handled before the runtime starts"),
     }
 }

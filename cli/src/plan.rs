@@ -24,7 +24,7 @@ use oxiflow_core::{Dependency, StepId, StepPlan};
 use serde::Deserialize;
 
 fn invalid(reason: String) -> anyhow::Error {
-    oxiflow_core::Error::InvalidInput { reason }.into()
+    crate::exit::usage(reason)
 }
 
 /// `name` or `name:N`.

@@ -128,6 +128,39 @@ async fn the_cli_uses_the_service_as_its_backend() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("access denied"));
 }
 
+/// Every error, 401 and a malformed body included, has the documented shape
+/// `{"error": {kind, exit_code, message}}` and the status of its kind.
+#[tokio::test]
+async fn every_error_has_the_documented_shape_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let auth = format!("Bearer {TOKEN}");
+    let shaped = |status: u16, kind: &'static str, code: u64| {
+        move |r: reqwest::Response| async move {
+            assert_eq!(r.status(), status);
+            assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+            let body = r.json_value().await;
+            let e = &body["error"];
+            assert_eq!((e["kind"].as_str(), e["exit_code"].as_u64()), (Some(kind), Some(code)), "{body:#}");
+            assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body:#}");
+        }
+    };
+    let r = client.get(format!("{}/v1/pipelines", server.url)).send().await.unwrap();
+    shaped(401, "unauthorized", 2)(r).await;
+    let r = client.get(format!("{}/v1/objects/pipelines/none/pipeline.json", server.url)).header("authorization", &auth).send();
+    shaped(404, "not_found", 3)(r.await.unwrap()).await;
+    let r = client.get(format!("{}/v1/pipelines/none", server.url)).header("authorization", &auth).send().await.unwrap();
+    shaped(404, "not_found", 3)(r).await;
+    let claim = format!("{}/v1/pipelines/p/partitions/s/claim", server.url);
+    let r = client.post(&claim).header("authorization", &auth).header("content-type", "application/json").body("{oops").send();
+    shaped(400, "invalid", 2)(r.await.unwrap()).await;
+    let r = client.post(&claim).header("authorization", &auth).header("content-type", "application/json").body("{}").send();
+    shaped(400, "invalid", 2)(r.await.unwrap()).await;
+    let r = client.get(format!("{}/v1/nowhere", server.url)).header("authorization", &auth).send().await.unwrap();
+    shaped(404, "not_found", 3)(r).await;
+}
+
 #[test]
 fn serve_refuses_to_start_without_a_token() {
     let dir = tempfile::tempdir().unwrap();

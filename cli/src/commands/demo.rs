@@ -132,7 +132,7 @@ pub async fn run(ctx: &mut Ctx, args: &DemoArgs) -> anyhow::Result<()> {
     lease.safety_margin = Duration::from_millis(500);
     let m = ctx.manager()?;
     if args.shards == 0 || args.workers == 0 || args.records == 0 {
-        return Err(oxiflow_core::Error::InvalidInput { reason: "--shards, --workers and --records must be positive".into() }.into());
+        return Err(crate::exit::usage("--shards, --workers and --records must be positive"));
     }
     let p: PipelineId = format!("demo-{}", m.now().as_millis() / 1000).parse()?;
     let (extract, transform) = (StepId::new("extract")?, StepId::new("transform")?);

@@ -25,14 +25,20 @@ fn report(ctx: &Ctx, m: &StateManager, doc: &PartitionDoc) -> anyhow::Result<()>
 
 pub async fn claim(ctx: &mut Ctx, args: &ClaimArgs) -> anyhow::Result<()> {
     if let Some(ttl) = args.ttl {
-        ctx.settings.core.lease.ttl = ttl;
-        ctx.settings.core.lease.validate()?;
+        ctx.settings.core.lease = lease_for(ttl, &ctx.settings.core.lease)?;
     }
     let m = ctx.manager()?;
     let (p, me) = (pipeline_id(&args.pipeline)?, worker_id(&args.worker)?);
     let claimed = match (&args.step, args.next, args.force) {
-        (Some(step), _, true) => m.claim(&p, &partition_id(step)?, &me).await?,
-        (Some(step), _, false) => m.claim_in_order(&p, &partition_id(step)?, &me).await?,
+        (Some(step), _, force) => {
+            let part = partition_id(step)?;
+            let claimed = if force { m.claim(&p, &part, &me).await } else { m.claim_in_order(&p, &part, &me).await };
+            match claimed {
+                Ok(c) => c,
+                Err(e) if e.kind() == oxiflow_core::ErrorKind::NotFound => return Err(not_found(&m, &p, step, e).await),
+                Err(e) => return Err(e.into()),
+            }
+        }
         (None, _, _) => match m.claim_next(&mut Snapshot::new(p.clone()), &me).await? {
             Next::Claimed(c) => *c,
             Next::Wait(schedule) => return nothing_claimed(ctx, &m, &schedule, exit::NOT_READY, format!("nothing in {p} is ready yet")),
@@ -43,6 +49,48 @@ pub async fn claim(ctx: &mut Ctx, args: &ClaimArgs) -> anyhow::Result<()> {
         },
     };
     report(ctx, &m, claimed.doc())
+}
+
+/// A claim of something the pipeline does not have: say what it has (a
+/// sharded step's shards, the steps), not the storage key.
+async fn not_found(m: &StateManager, p: &PipelineId, spec: &str, e: oxiflow_backends::Error) -> anyhow::Error {
+    let Ok(doc) = super::state::pipeline_doc(m, p).await else { return e.into() };
+    match super::partitions_of(&doc, spec) {
+        Err(named) => named,
+        Ok(parts) if parts.len() > 1 => {
+            let step = &parts[0].step_id;
+            exit::Missing(format!(
+                "{step} has {} shards: {}; claim one of them, or use --next",
+                parts.len(),
+                super::shard_range(step, parts.len() as u32)
+            ))
+            .into()
+        }
+        Ok(_) => e.into(),
+    }
+}
+
+/// The lease settings for a claim with its own ttl: the heartbeat interval
+/// scales with the ttl (a one-shot claim never heartbeats, but a worker
+/// would). The safety margin stays, since later `checkpoint` processes use
+/// the configured one: a ttl that does not exceed it could never be written
+/// under, and is refused with the limit.
+fn lease_for(ttl: std::time::Duration, configured: &oxiflow_core::LeaseConfig) -> anyhow::Result<oxiflow_core::LeaseConfig> {
+    let margin = configured.safety_margin;
+    if ttl <= margin {
+        return Err(exit::usage(format!(
+            "--ttl {} is too short: a lease is trusted until it expires minus the safety margin ({}), so the ttl must be longer than {} (or lower state.safety_margin)",
+            humantime::format_duration(ttl),
+            humantime::format_duration(margin),
+            humantime::format_duration(margin)
+        )));
+    }
+    let scaled = configured.heartbeat_interval.mul_f64(ttl.as_secs_f64() / configured.ttl.as_secs_f64());
+    let room = ttl - margin; // the heartbeat must come within the trusted time
+    let heartbeat_interval = scaled.min(room / 2).max(std::time::Duration::from_millis(1));
+    let lease = oxiflow_core::LeaseConfig { ttl, heartbeat_interval, ..*configured };
+    lease.validate().map_err(|e| exit::usage(format!("--ttl {}: {e}", humantime::format_duration(ttl))))?;
+    Ok(lease)
 }
 
 /// `claim --next` found nothing: the schedule (why each partition waits) on
@@ -79,8 +127,7 @@ fn stopped(written: &Written, key: &str) -> anyhow::Result<()> {
 fn progress(args: &CheckpointArgs) -> anyhow::Result<Progress> {
     let mut extra = BTreeMap::new();
     for kv in &args.extra {
-        let (k, v) =
-            kv.split_once('=').ok_or_else(|| oxiflow_core::Error::InvalidInput { reason: format!("--extra {kv:?} must be key=value") })?;
+        let (k, v) = kv.split_once('=').ok_or_else(|| exit::usage(format!("--extra {kv:?} must be key=value")))?;
         extra.insert(k.to_string(), v.to_string());
     }
     Ok(Progress {

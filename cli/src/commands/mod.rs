@@ -4,15 +4,18 @@ pub mod dashboard;
 pub mod demo;
 pub mod doctor;
 pub mod lease;
+pub mod repair;
 pub mod serve;
 pub mod state;
+pub mod transfer;
 pub mod worker;
 
 use oxiflow_backends::StateManager;
-use oxiflow_core::{LeaseStatus, PartitionDoc, PartitionId, PipelineId, Timestamp, WorkerId};
+use oxiflow_core::{LeaseStatus, PartitionDoc, PartitionId, PipelineDoc, PipelineId, Timestamp, WorkerId};
 use serde::Serialize;
 
 use crate::config::Settings;
+use crate::exit::Missing;
 
 /// What every command gets.
 pub struct Ctx {
@@ -32,6 +35,39 @@ pub fn pipeline_id(s: &str) -> anyhow::Result<PipelineId> {
 
 pub fn partition_id(s: &str) -> anyhow::Result<PartitionId> {
     Ok(PartitionId::parse(s)?)
+}
+
+/// The partitions `spec` (`step` or `step@shard`) names in the pipeline's
+/// plan: every shard of a step, or one. A step or shard the plan does not
+/// have is not found (exit 3), naming what the pipeline has.
+pub fn partitions_of(doc: &PipelineDoc, spec: &str) -> anyhow::Result<Vec<PartitionId>> {
+    let id = partition_id(spec)?;
+    let Some(plan) = doc.step(&id.step_id) else {
+        return Err(Missing(format!("pipeline {} has no step {}; its steps: {}", doc.pipeline_id, id.step_id, steps_of(doc))).into());
+    };
+    match (id.shard, plan.shards) {
+        (None, _) => Ok(plan.partitions()),
+        (Some(shard), Some(n)) if shard < n => Ok(vec![id]),
+        (Some(_), Some(n)) => Err(Missing(format!("{} has {n} shard(s): {}", plan.step_id, shard_range(&plan.step_id, n))).into()),
+        (Some(_), None) => Err(Missing(format!("{} is not sharded: write {}", plan.step_id, plan.step_id)).into()),
+    }
+}
+
+/// `a, b:4, c`: the pipeline's steps and their shards.
+pub fn steps_of(doc: &PipelineDoc) -> String {
+    let step = |s: &oxiflow_core::StepPlan| match s.shards {
+        Some(n) => format!("{}:{n}", s.step_id),
+        None => s.step_id.to_string(),
+    };
+    doc.steps.iter().map(step).collect::<Vec<_>>().join(", ")
+}
+
+/// `t@0…t@3`.
+pub fn shard_range(step: &oxiflow_core::StepId, n: u32) -> String {
+    match n {
+        1 => format!("{step}@0"),
+        n => format!("{step}@0…{step}@{}", n - 1),
+    }
 }
 
 pub fn worker_id(s: &str) -> anyhow::Result<WorkerId> {

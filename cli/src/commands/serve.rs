@@ -59,26 +59,42 @@ impl IntoResponse for ApiError {
         let code = crate::exit::code(&self.0);
         let status = match self.0.downcast_ref::<StoreError>() {
             Some(StoreError::Precondition { .. } | StoreError::AlreadyExists { .. }) => StatusCode::PRECONDITION_FAILED,
-            _ => match code {
-                crate::exit::INVALID => StatusCode::BAD_REQUEST,
-                crate::exit::NOT_FOUND => StatusCode::NOT_FOUND,
-                crate::exit::CONFLICT | crate::exit::FENCED => StatusCode::CONFLICT,
-                crate::exit::LEASE_HELD => StatusCode::LOCKED,
-                crate::exit::NOT_READY => StatusCode::TOO_EARLY,
-                crate::exit::CORRUPT => StatusCode::UNPROCESSABLE_ENTITY,
-                crate::exit::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            _ => StatusCode::from_u16(crate::exit::http_status(&self.0)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         };
-        let body =
-            serde_json::json!({ "error": { "kind": crate::exit::name(code), "exit_code": code, "message": format!("{:#}", self.0) } });
-        (status, Json(body)).into_response()
+        error_response(status, crate::exit::name(code), code, &format!("{:#}", self.0))
     }
 }
 
+/// The one error shape: `{"error": {kind, exit_code, message}}`.
+fn error_response(status: StatusCode, kind: &str, exit_code: u8, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "kind": kind, "exit_code": exit_code, "message": message } });
+    (status, Json(body)).into_response()
+}
+
+/// A JSON request body; a malformed one is a 400 in the error shape.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = Response;
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) => {
+                let status = match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => StatusCode::PAYLOAD_TOO_LARGE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                Err(error_response(status, "invalid", crate::exit::INVALID, &format!("request body: {}", rejection.body_text())))
+            }
+        }
+    }
+}
+
+/// 401: the store client reports it as access denied (exit 2).
 fn unauthorized(message: &str) -> Response {
-    let body = serde_json::json!({ "error": { "kind": "unauthorized", "message": message } });
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response()
+    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", crate::exit::INVALID, message);
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
@@ -107,7 +123,7 @@ fn version_headers(v: &Version) -> HeaderMap {
 async fn get_object(State(app): State<Arc<App>>, Path(key): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let limit = headers.get(MAX_BYTES_HEADER).and_then(|v| v.to_str().ok()?.parse::<usize>().ok()).unwrap_or(MAX_BODY).min(MAX_BODY);
     match app.manager.store().get(&key, limit).await {
-        Ok(None) => Ok(StatusCode::NOT_FOUND.into_response()),
+        Ok(None) => Err(oxiflow_core::Error::NotFound { key }.into()),
         Ok(Some(o)) => Ok((version_headers(&o.version), o.body).into_response()),
         Err(StoreError::Core(oxiflow_core::Error::TooLarge { size, .. })) => {
             let mut response = ApiError::from(oxiflow_core::Error::TooLarge { key, size, limit }).into_response();
@@ -127,10 +143,7 @@ async fn put_object(State(app): State<Arc<App>>, Path(key): Path<String>, header
     } else {
         let expected = Version { e_tag: header("if-match"), version: header(GENERATION_HEADER) };
         if expected.e_tag.is_none() && expected.version.is_none() {
-            return Err(oxiflow_core::Error::InvalidInput {
-                reason: "a PUT needs If-None-Match: * or If-Match: <etag>; unconditional writes are refused".into(),
-            }
-            .into());
+            return Err(crate::exit::usage("a PUT needs If-None-Match: * or If-Match: <etag>; unconditional writes are refused").into());
         }
         store.put_if_match(&key, body.to_vec(), &expected).await?
     };
@@ -161,7 +174,7 @@ async fn view(State(app): State<Arc<App>>, Path(p): Path<String>) -> Result<Resp
     let view = app
         .with_snapshot(&pipeline_id(&p)?, async |s| {
             m.refresh(s).await?;
-            Ok(m.aggregate(s.pipeline().expect("refreshed"), &s.partitions())?)
+            Ok(super::state::latest_write(m.aggregate(s.pipeline().expect("refreshed"), &s.partitions())?))
         })
         .await?;
     Ok(Json(view).into_response())
@@ -176,7 +189,7 @@ struct NextBody {
 /// Claims what the scheduler says is ready: `{"claimed": <partition>}`, or
 /// `{"claimed": null, "finished": false|true, "schedule": …}` saying why
 /// each partition waits (still 200: nothing ready is an answer, not an error).
-async fn claim_next(State(app): State<Arc<App>>, Path(p): Path<String>, Json(b): Json<NextBody>) -> Result<Response, ApiError> {
+async fn claim_next(State(app): State<Arc<App>>, Path(p): Path<String>, Body(b): Body<NextBody>) -> Result<Response, ApiError> {
     let (m, me) = (&app.manager, worker_id(&b.worker_id)?);
     let next = app.with_snapshot(&pipeline_id(&p)?, async |s| Ok(m.claim_next(s, &me).await?)).await?;
     let body = match next {
@@ -214,7 +227,7 @@ fn report(app: &App, doc: &oxiflow_core::PartitionDoc, written: Option<&Written>
 async fn claim(
     State(app): State<Arc<App>>,
     Path((p, part)): Path<(String, String)>,
-    Json(b): Json<HolderBody>,
+    Body(b): Body<HolderBody>,
 ) -> Result<Response, ApiError> {
     let (p, part, me) = (pipeline_id(&p)?, partition_id(&part)?, worker_id(&b.worker_id)?);
     let c = if b.force { app.manager.claim(&p, &part, &me).await? } else { app.manager.claim_in_order(&p, &part, &me).await? };
@@ -238,7 +251,7 @@ async fn holder_write(app: &App, p: &str, part: &str, b: HolderBody) -> Result<R
 async fn checkpoint(
     State(app): State<Arc<App>>,
     Path((p, part)): Path<(String, String)>,
-    Json(b): Json<HolderBody>,
+    Body(b): Body<HolderBody>,
 ) -> Result<Response, ApiError> {
     holder_write(&app, &p, &part, b).await
 }
@@ -246,7 +259,7 @@ async fn checkpoint(
 async fn release(
     State(app): State<Arc<App>>,
     Path((p, part)): Path<(String, String)>,
-    Json(b): Json<HolderBody>,
+    Body(b): Body<HolderBody>,
 ) -> Result<Response, ApiError> {
     holder_write(&app, &p, &part, HolderBody { finish: Some(oxiflow_core::Finish::Release), ..b }).await
 }
@@ -257,14 +270,23 @@ fn load_token(args: &ServeArgs) -> anyhow::Result<Vec<u8>> {
         None => std::env::var("OXIFLOW_SERVE_TOKEN").unwrap_or_default(),
     };
     let token = token.trim().to_string();
-    if token.len() < 16 {
-        return Err(oxiflow_core::Error::InvalidInput {
-            reason: "oxiflow serve needs a bearer token of at least 16 characters in OXIFLOW_SERVE_TOKEN or --token-file".into(),
+    let from = if args.token_file.is_some() { "--token-file" } else { "OXIFLOW_SERVE_TOKEN" };
+    match token.chars().count() {
+        0 => {
+            return Err(crate::exit::usage(
+                "oxiflow serve needs a bearer token of at least 16 characters in OXIFLOW_SERVE_TOKEN or --token-file",
+            ))
         }
-        .into());
+        n if n < MIN_TOKEN => {
+            return Err(crate::exit::usage(format!("token too short ({n} characters; at least {MIN_TOKEN}) in {from}")));
+        }
+        _ => {}
     }
     Ok(token.into_bytes())
 }
+
+/// The shortest bearer token `serve` accepts.
+const MIN_TOKEN: usize = 16;
 
 /// Largest object body accepted (documents themselves are limited to 1 MiB
 /// by the core; the raw object API is a general store).
@@ -283,7 +305,12 @@ pub fn router(manager: StateManager, token: Vec<u8>) -> Router {
         .route("/v1/pipelines/{pipeline}/partitions/{partition}/release", post(release))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(DefaultBodyLimit::max(MAX_BODY));
-    Router::new().route("/healthz", get(|| async { "ok" })).merge(super::dashboard::routes()).merge(api).with_state(app)
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(super::dashboard::routes())
+        .merge(api)
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", crate::exit::NOT_FOUND, "no such route") })
+        .with_state(app)
 }
 
 pub async fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<()> {
@@ -291,7 +318,9 @@ pub async fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<()> {
     let manager = ctx.manager()?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    eprintln!("oxiflow serve: {} on http://{}", ctx.settings.url, listener.local_addr()?);
+    let address = listener.local_addr()?;
+    eprintln!("oxiflow serve: {} on http://{address}", ctx.settings.url);
+    eprintln!("dashboard: http://{address}/dashboard/");
     axum::serve(listener, router(manager, token))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

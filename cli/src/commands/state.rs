@@ -1,15 +1,26 @@
-//! `oxiflow state …`: create, list, show, history, export, import, copy,
-//! cleanup, reset.
+//! `oxiflow state …`: create, list, show, history, reset (export, import
+//! and copy: `transfer.rs`; cleanup, delete and restore: `repair.rs`).
 
-use std::path::Path;
-
-use oxiflow_backends::{Export, StepPlan};
-use oxiflow_core::{PartitionId, PipelineState, RunId, StatusKind, StepId, Timestamp};
+use oxiflow_backends::{StateManager, StepPlan};
+use oxiflow_core::{keys, PipelineDoc, PipelineId, PipelineState, RunId, StatusKind, Timestamp};
 use serde::Serialize;
 
-use super::{partition_id, pipeline_id, worker_id, Ctx};
-use crate::config;
+use super::{partition_id, partitions_of, pipeline_id, worker_id, Ctx};
+use crate::exit::usage;
 use crate::output::{self, Table};
+
+/// The view with `updated_at` the latest write of any of its documents (the
+/// pipeline document itself is written rarely: at creation and by resets).
+pub fn latest_write(mut view: PipelineState) -> PipelineState {
+    view.updated_at = view.steps.iter().flat_map(|s| &s.partitions).map(|p| p.updated_at).fold(view.updated_at, Timestamp::max);
+    view
+}
+
+/// The pipeline document, or not found (exit 3).
+pub async fn pipeline_doc(m: &StateManager, p: &PipelineId) -> anyhow::Result<PipelineDoc> {
+    let key = keys::pipeline_doc(p);
+    Ok(m.read::<PipelineDoc>(&key).await?.ok_or(oxiflow_core::Error::NotFound { key })?.0)
+}
 
 /// Creates the pipeline; quiet on success (`--json`: the view).
 pub async fn create(ctx: &Ctx, pipeline: &str, plan: &[StepPlan], run_id: &str) -> anyhow::Result<()> {
@@ -17,7 +28,7 @@ pub async fn create(ctx: &Ctx, pipeline: &str, plan: &[StepPlan], run_id: &str) 
     let p = pipeline_id(pipeline)?;
     m.create_pipeline(&p, &run_id.parse::<RunId>()?, plan).await?;
     if ctx.json {
-        return output::json(&m.view(&p).await?);
+        return output::json(&latest_write(m.view(&p).await?));
     }
     Ok(())
 }
@@ -44,14 +55,12 @@ pub async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let mut summaries = Vec::new();
     for p in m.list_pipelines().await? {
-        let view = m.view(&p).await?;
+        let view = latest_write(m.view(&p).await?);
         if active && !is_active(&view) {
             continue;
         }
         let leases_held =
             view.steps.iter().flat_map(|s| &s.partitions).filter(|p| p.lease.as_ref().is_some_and(|l| !l.status.is_claimable())).count();
-        let updated_at =
-            view.steps.iter().flat_map(|s| &s.partitions).map(|p| p.updated_at).chain([view.updated_at]).max().unwrap_or(view.updated_at);
         summaries.push(PipelineSummary {
             pipeline_id: view.pipeline_id.to_string(),
             run_id: view.run_id.to_string(),
@@ -60,14 +69,15 @@ pub async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
             records_processed: view.records_processed,
             total_errors: view.total_errors,
             leases_held,
-            updated_at,
+            updated_at: view.updated_at,
         });
     }
     if ctx.json {
         return output::json(&summaries);
     }
     if summaries.is_empty() {
-        println!("no pipelines in {}", ctx.settings.url);
+        let what = if active { "no active pipelines" } else { "no pipelines" };
+        println!("{what} in {}", ctx.settings.url);
         return Ok(());
     }
     let now = m.now();
@@ -90,7 +100,7 @@ pub async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
 
 pub async fn show(ctx: &Ctx, pipeline: &str) -> anyhow::Result<()> {
     let m = ctx.manager()?;
-    let view = m.view(&pipeline_id(pipeline)?).await?;
+    let view = latest_write(m.view(&pipeline_id(pipeline)?).await?);
     if ctx.json {
         return output::json(&view);
     }
@@ -169,9 +179,10 @@ pub fn print_view(view: &PipelineState, now: Timestamp) {
 pub async fn history(ctx: &Ctx, pipeline: &str, step: Option<&str>) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
-    let parts: Vec<PartitionId> = match step {
-        Some(s) => vec![partition_id(s)?],
-        None => m.load(&p).await?.1.iter().map(|d| d.partition_id()).collect(),
+    let (doc, stored) = m.load(&p).await?;
+    let parts = match step {
+        Some(s) => partitions_of(&doc, s)?,
+        None => stored.iter().map(|d| d.partition_id()).collect(),
     };
     let mut docs = Vec::new();
     for part in parts {
@@ -201,99 +212,6 @@ pub async fn history(ctx: &Ctx, pipeline: &str, step: Option<&str>) -> anyhow::R
     Ok(())
 }
 
-pub async fn export(ctx: &Ctx, pipeline: &str, output: Option<&Path>) -> anyhow::Result<()> {
-    let export = ctx.manager()?.export(&pipeline_id(pipeline)?).await?;
-    let text = serde_json::to_string_pretty(&export)?;
-    match output {
-        Some(path) => {
-            std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
-            if !ctx.json {
-                eprintln!("exported {} ({} partitions) to {}", pipeline, export.partitions.len(), path.display());
-            }
-        }
-        None => println!("{text}"),
-    }
-    Ok(())
-}
-
-pub async fn import(ctx: &Ctx, pipeline: &str, from: &Path, replace: bool, force: bool) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(from).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", from.display()))?;
-    let export: Export = serde_json::from_str(&text)
-        .map_err(|e| oxiflow_core::Error::InvalidInput { reason: format!("{} is not an oxiflow export: {e}", from.display()) })?;
-    if export.pipeline.pipeline_id.as_str() != pipeline {
-        return Err(oxiflow_core::Error::InvalidInput {
-            reason: format!("{} holds pipeline {}, not {pipeline}", from.display(), export.pipeline.pipeline_id),
-        }
-        .into());
-    }
-    let imported = ctx.manager()?.import(&export, replace, force).await?;
-    if ctx.json {
-        return output::json(&imported);
-    }
-    let verb = if imported.replaced { "replaced" } else { "imported" };
-    eprintln!("{verb} {pipeline} ({} partitions){}", imported.partitions, discarded(imported.discarded_records));
-    Ok(())
-}
-
-fn discarded(records: u64) -> String {
-    match records {
-        0 => String::new(),
-        n => format!("; {n} acknowledged record(s) of the replaced state were discarded"),
-    }
-}
-
-#[derive(Serialize)]
-struct Keys {
-    keys: Vec<String>,
-}
-
-/// `state copy --json`.
-#[derive(Serialize)]
-struct Copied {
-    keys: Vec<String>,
-    discarded_records: u64,
-}
-
-pub async fn copy(ctx: &Ctx, to: &str, pipelines: &[String], replace: bool, force: bool) -> anyhow::Result<()> {
-    let source = ctx.manager()?;
-    let target_settings = config::Settings { url: to.to_string(), ..ctx.settings.clone() };
-    let target = target_settings.open()?;
-    let ids = pipelines.iter().map(|p| pipeline_id(p)).collect::<anyhow::Result<Vec<_>>>()?;
-    let all = if ids.is_empty() { source.list_pipelines().await? } else { ids };
-    let bar = (!ctx.json).then(|| crate::progress::bar(all.len() as u64, "copying"));
-    let mut discarded_records = 0;
-    for p in &all {
-        discarded_records +=
-            source.copy_to(&target, std::slice::from_ref(p), replace, force).await?.iter().map(|i| i.discarded_records).sum::<u64>();
-        if let Some(b) = &bar {
-            b.inc(1);
-        }
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    if ctx.json {
-        return output::json(&Copied { keys: all.iter().map(ToString::to_string).collect(), discarded_records });
-    }
-    println!("copied {} pipeline(s) to {to}{}", all.len(), discarded(discarded_records));
-    Ok(())
-}
-
-pub async fn cleanup(ctx: &Ctx) -> anyhow::Result<()> {
-    let released = ctx.manager()?.cleanup_stale_leases().await?;
-    if ctx.json {
-        return output::json(&Keys { keys: released });
-    }
-    match released.len() {
-        0 => println!("no stale leases"),
-        n => {
-            println!("released {n} stale lease(s):");
-            released.iter().for_each(|k| println!("  {k}"));
-        }
-    }
-    Ok(())
-}
-
 pub async fn reset(ctx: &Ctx, pipeline: &str, step: Option<&str>, new_run: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
@@ -302,13 +220,31 @@ pub async fn reset(ctx: &Ctx, pipeline: &str, step: Option<&str>, new_run: bool)
         let run: RunId = format!("run-{}", m.now().as_millis()).parse()?;
         m.new_run(&p, &run, &by).await?
     } else {
-        let step: Option<StepId> = step.map(str::parse).transpose()?;
+        let step = match step {
+            Some(s) => Some(reset_step(&m, &p, s).await?),
+            None => None,
+        };
         m.reset(&p, step.as_ref(), &by).await?
     };
     if ctx.json {
         return output::json(&done);
     }
     let what = if new_run { format!("started {} for", done.run_id) } else { format!("reset {} partition(s) of", done.partitions) };
-    println!("{what} {pipeline} ({} acknowledged record(s) set back to zero; bookmarks kept)", done.discarded_records);
+    println!("{what} {pipeline} ({} acknowledged record(s) set back to zero; bookmarks and batch numbers kept)", done.discarded_records);
     Ok(())
+}
+
+/// The step `--step` names: one of the pipeline's (else not found, naming
+/// them), and a whole step: resets are per step.
+async fn reset_step(m: &StateManager, p: &PipelineId, spec: &str) -> anyhow::Result<oxiflow_core::StepId> {
+    let id = partition_id(spec)?;
+    let doc = pipeline_doc(m, p).await?;
+    partitions_of(&doc, spec)?;
+    if id.shard.is_some() {
+        return Err(usage(format!(
+            "resets are per step: --step {} resets every shard of {} ({spec} alone cannot be reset)",
+            id.step_id, id.step_id
+        )));
+    }
+    Ok(id.step_id)
 }

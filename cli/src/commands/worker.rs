@@ -78,7 +78,36 @@ fn signals() -> watch::Receiver<bool> {
     rx
 }
 
+/// `worker start --json`: what the worker did, printed once when it ends.
+#[derive(Debug, Default, serde::Serialize)]
+struct Report {
+    worker_id: String,
+    pipeline_id: String,
+    /// Partitions claimed, and how each ended.
+    claimed: u64,
+    completed: u64,
+    failed: u64,
+    /// Lost (fenced, taken over) or dropped after an error.
+    dropped: u64,
+    /// Records this worker checkpointed.
+    records: u64,
+    /// `finished` (nothing left; `status` says how the pipeline ended) or
+    /// `stopped` (a stop request or a signal).
+    ended: &'static str,
+    status: Option<oxiflow_core::StatusKind>,
+}
+
 pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) -> anyhow::Result<()> {
+    let mut report = Report::default();
+    let result = run(ctx, pipeline, worker, exec, &mut report).await;
+    if ctx.json && result.is_ok() {
+        // A closed stdout must not stop a worker from ending cleanly.
+        let _ = crate::output::json(&report);
+    }
+    result
+}
+
+async fn run(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str, report: &mut Report) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
     let me = match worker {
@@ -86,6 +115,7 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
         None => worker_id(&format!("worker-{}-{:04x}", std::process::id(), rand::random::<u16>()))?,
     };
     let stop = signals();
+    (report.worker_id, report.pipeline_id, report.ended) = (me.to_string(), p.to_string(), "stopped");
     say!("{me}: working on {p} in {}", ctx.settings.url);
     // The pipeline's documents as last read: each poll is one LIST plus a
     // GET of what changed.
@@ -112,6 +142,7 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
             Next::Claimed(c) => *c,
             Next::Finished(schedule) => {
                 say!("{me}: nothing left to do in {p} ({})", schedule.status);
+                (report.ended, report.status) = ("finished", Some(schedule.status));
                 return Ok(());
             }
             Next::Wait(_) => {
@@ -127,13 +158,17 @@ pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) 
         };
         let part = claimed.doc().partition_id();
         say!("{me}: claimed {p}/{part} (epoch {})", claimed.lease().epoch);
-        match work(&p, &me, m.keep(claimed), exec, stop.clone()).await {
-            Ok(Ended::Completed | Ended::Failed | Ended::Lost) => {}
+        report.claimed += 1;
+        match work(&p, &me, m.keep(claimed), exec, stop.clone(), &mut report.records).await {
+            Ok(Ended::Completed) => report.completed += 1,
+            Ok(Ended::Failed) => report.failed += 1,
+            Ok(Ended::Lost) => report.dropped += 1,
             Ok(Ended::Stop) => return Ok(()),
             // One partition's trouble (refused write, store hiccup, a batch
             // command that cannot start) drops that partition; the worker
             // goes on. Only a store it cannot use at all ends it.
             Err(e) if !e.downcast_ref::<StoreError>().is_some_and(ends_worker) => {
+                report.dropped += 1;
                 say!("{me}: {p}/{part}: {e:#}; dropping it and moving on");
             }
             Err(e) => return Err(e),
@@ -150,7 +185,14 @@ fn ends_worker(e: &StoreError) -> bool {
 }
 
 /// Runs batches on one held partition until it completes, fails, or we stop.
-async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: watch::Receiver<bool>) -> anyhow::Result<Ended> {
+async fn work(
+    p: &PipelineId,
+    me: &WorkerId,
+    held: Held,
+    exec: &str,
+    mut stop: watch::Receiver<bool>,
+    records: &mut u64,
+) -> anyhow::Result<Ended> {
     loop {
         let doc = held.doc().await;
         let part = doc.partition_id();
@@ -193,8 +235,14 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
             saw_output = true;
             let parsed: ProgressLine = match serde_json::from_str(&line) {
                 Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!("ignoring a line that is not progress JSON ({e}): {line}");
+                // Meant as progress but not understood: say so.
+                Err(e) if line.trim_start().starts_with('{') => {
+                    tracing::warn!("{p}/{part}: ignoring a line that is not progress JSON ({e}): {line}");
+                    continue;
+                }
+                // The script's own output: shown with -vv.
+                Err(_) => {
+                    tracing::debug!("{p}/{part}: {line}");
                     continue;
                 }
             };
@@ -217,12 +265,16 @@ async fn work(p: &PipelineId, me: &WorkerId, held: Held, exec: &str, mut stop: w
                 held.fail(progress, message, retryable).await?;
                 return Ok(Ended::Failed);
             }
+            let added = progress.add_records;
             match held.checkpoint(progress).await {
                 Ok(oxiflow_core::Written { stop: Some(stop), .. }) => {
                     say!("{me}: stop requested by {}; released {p}/{part}", stop.requested_by);
                     return Ok(Ended::Stop);
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    *records += added;
+                    tracing::info!("{me}: checkpointed {p}/{part}: +{added} records");
+                }
                 Err(StoreError::Core(e @ (oxiflow_core::Error::Fenced { .. } | oxiflow_core::Error::Expired { .. }))) => {
                     say!("{me}: {e}");
                     return Ok(Ended::Lost);

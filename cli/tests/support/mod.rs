@@ -38,3 +38,29 @@ pub fn s3_env(what: &str) -> Option<Vec<(&'static str, String)>> {
         ("AWS_REGION", "us-east-1".into()),
     ])
 }
+
+/// Runs `oxiflow ARGS` in `dir`.
+pub fn run(dir: &Path, args: &[&str]) -> std::process::Output {
+    ox(dir).args(args).output().unwrap()
+}
+
+/// stdout and stderr, for assertion messages.
+pub fn text(o: &std::process::Output) -> String {
+    format!("stdout: {}\nstderr: {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Runs with `--json` and expects exit 0; returns stdout as JSON.
+pub fn json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let o = run(dir, &all);
+    assert!(o.status.success(), "{args:?} failed: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", text(&o)))
+}
+
+/// Runs and expects exit `code`; returns stderr.
+pub fn fails(dir: &Path, args: &[&str], code: i32) -> String {
+    let o = run(dir, args);
+    assert_eq!(o.status.code(), Some(code), "{args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -1,0 +1,101 @@
+//! `oxiflow state cleanup|delete|restore`: an operator's repairs.
+
+use oxiflow_core::PartitionDoc;
+use serde::Serialize;
+
+use super::{partitions_of, pipeline_id, worker_id, Ctx};
+use crate::exit::Missing;
+use crate::output;
+
+/// `state cleanup --json`.
+#[derive(Serialize)]
+struct Cleaned {
+    /// The leases released (with --dry-run: that would be released).
+    keys: Vec<String>,
+    dry_run: bool,
+}
+
+pub async fn cleanup(ctx: &Ctx, pipeline: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
+    let m = ctx.manager()?;
+    let p = pipeline.map(pipeline_id).transpose()?;
+    let keys = m.stale_leases(p.as_ref(), dry_run).await?;
+    if ctx.json {
+        return output::json(&Cleaned { keys, dry_run });
+    }
+    match (keys.len(), dry_run) {
+        (0, _) => println!("no stale leases"),
+        (n, true) => println!("{n} stale lease(s) would be released (dry run; nothing written):"),
+        (n, false) => println!("released {n} stale lease(s):"),
+    }
+    keys.iter().for_each(|k| println!("  {k}"));
+    Ok(())
+}
+
+/// `state delete --json`.
+#[derive(Serialize)]
+struct Deleted {
+    pipeline_id: String,
+    /// Documents deleted: the pipeline's, its partitions' and their history copies.
+    deleted: usize,
+}
+
+pub async fn delete(ctx: &Ctx, pipeline: &str, force: bool) -> anyhow::Result<()> {
+    let m = ctx.manager()?;
+    let by = worker_id(&format!("oxiflow-cli-{}", std::process::id()))?;
+    let deleted = m.delete_pipeline(&pipeline_id(pipeline)?, force, &by).await?;
+    if ctx.json {
+        return output::json(&Deleted { pipeline_id: pipeline.into(), deleted });
+    }
+    println!("deleted {pipeline} ({deleted} document(s))");
+    Ok(())
+}
+
+pub async fn restore(ctx: &Ctx, pipeline: &str, step: &str, version: Option<u64>, force: bool) -> anyhow::Result<()> {
+    let m = ctx.manager()?;
+    let p = pipeline_id(pipeline)?;
+    let (doc, stored) = m.load(&p).await?;
+    let part = match partitions_of(&doc, step)?.as_slice() {
+        [one] => one.clone(),
+        many => {
+            let names: Vec<String> = many.iter().map(ToString::to_string).collect();
+            return Err(crate::exit::usage(format!("restore one partition at a time: {}", names.join(", "))));
+        }
+    };
+    let kept = m.history(&p, &part).await?;
+    if kept.is_empty() {
+        return Err(Missing(format!(
+            "no history kept for {p}/{part}: copies are kept when state.history.keep_last is above 0 in .oxiflow/config.yaml"
+        ))
+        .into());
+    }
+    let current = stored.iter().find(|d| d.partition_id() == part).map(|d| d.version);
+    let versions = || kept.iter().map(|d| d.version.to_string()).collect::<Vec<_>>().join(", ");
+    let copy: &PartitionDoc = match version {
+        Some(v) => kept
+            .iter()
+            .find(|d| d.version == v)
+            .ok_or_else(|| Missing(format!("{p}/{part} has no kept copy at version {v}; kept: {}", versions())))?,
+        // The newest copy older than the stored document (the newest copy is
+        // the stored document itself).
+        None => kept
+            .iter()
+            .rev()
+            .find(|d| current.is_none_or(|c| d.version < c))
+            .ok_or_else(|| Missing(format!("{p}/{part} has no kept copy older than its stored version; kept: {}", versions())))?,
+    };
+    let restored = m.restore_partition(copy, force).await?;
+    if ctx.json {
+        return output::json(&restored);
+    }
+    println!(
+        "restored {p}/{part} from version {} (now version {}, epoch {}){}",
+        restored.restored_version,
+        restored.version,
+        restored.epoch,
+        match restored.discarded_records {
+            0 => String::new(),
+            n => format!("; {n} acknowledged record(s) of the stored state were discarded"),
+        }
+    );
+    Ok(())
+}
