@@ -24,8 +24,10 @@ pub struct Restored {
     /// The epoch the restored lease was released at: above any either copy had.
     pub epoch: u64,
     /// Records the stored document had counted beyond the copy's:
-    /// acknowledged progress the restore gave up.
+    /// acknowledged progress the restore gave up (0 over a corrupt one).
     pub discarded_records: u64,
+    /// The stored document was corrupt and was replaced as it was.
+    pub replaced_corrupt: bool,
 }
 
 impl StateManager {
@@ -61,13 +63,15 @@ impl StateManager {
         Ok(deleted + 1)
     }
 
-    /// Puts `copy` (a history copy of one of `pipeline`'s partitions) in
-    /// place through the core's [`Restore`]: the restored lease is released
-    /// at one past the highest epoch either copy had, so a holder of either
-    /// is fenced; refused while a live lease is held, unless `force`. The
-    /// copy counts in the step's current generation, so a reset made after
-    /// the copy was written does not hide it.
-    pub async fn restore_partition(&self, copy: &PartitionDoc, force: bool) -> Result<Restored> {
+    /// Puts `copy` (one of `kept`, a partition's history copies) in place
+    /// through the core's [`Restore`]: the restored lease is released at one
+    /// past the highest epoch either copy had, so a holder of either is
+    /// fenced; refused while a live lease is held, unless `force`. The copy
+    /// counts in the step's current generation, so a reset made after the
+    /// copy was written does not hide it. A stored document that is corrupt
+    /// (exit 7) is replaced as it is, its lease released above every epoch
+    /// the kept copies had: nothing can be read from it to refuse over.
+    pub async fn restore_partition(&self, copy: &PartitionDoc, kept: &[PartitionDoc], force: bool) -> Result<Restored> {
         let pipeline = &copy.pipeline_id;
         let key = keys::partition_doc(pipeline, &copy.partition_id());
         let (pipeline_doc, _) = self
@@ -75,18 +79,44 @@ impl StateManager {
             .await?
             .ok_or_else(|| crate::Error::Core(oxiflow_core::Error::NotFound { key: keys::pipeline_doc(pipeline) }))?;
         let now = self.now();
-        let before = self.read::<PartitionDoc>(&key).await?.map(|(d, _)| d.as_of(&pipeline_doc, now).records_processed).unwrap_or(0);
         let generation = copy.generation.max(pipeline_doc.generation_of(&copy.step_id));
         let doc = PartitionDoc { generation, ..copy.clone() };
-        let done = self.run(Update::new(&key, Restore { doc, force, holder: None }, *self.config())).await?;
+        let (before, replaced_corrupt) = match self.read::<PartitionDoc>(&key).await {
+            Ok(stored) => (stored.map(|(d, _)| d.as_of(&pipeline_doc, now).records_processed).unwrap_or(0), false),
+            Err(crate::Error::Core(oxiflow_core::Error::Corrupt { .. })) => (0, true),
+            Err(e) => return Err(e),
+        };
+        let stored = if replaced_corrupt {
+            self.replace_corrupt(&key, doc, kept).await?
+        } else {
+            self.run(Update::new(&key, Restore { doc, force, holder: None }, *self.config())).await?.doc
+        };
         Ok(Restored {
             pipeline_id: pipeline.clone(),
             partition: copy.partition_id().to_string(),
             restored_version: copy.version,
-            version: done.doc.version,
-            epoch: done.doc.lease.as_ref().map_or(0, |l| l.epoch),
+            version: stored.version,
+            epoch: stored.lease.as_ref().map_or(0, |l| l.epoch),
             discarded_records: before.saturating_sub(copy.records_processed),
+            replaced_corrupt,
         })
+    }
+
+    /// Writes `doc` over the corrupt object at `key` (compare-and-swap on
+    /// the object's version): its lease released one above every epoch the
+    /// kept copies had, its version one above theirs.
+    async fn replace_corrupt(&self, key: &str, mut doc: PartitionDoc, kept: &[PartitionDoc]) -> Result<PartitionDoc> {
+        let limits = &self.config().limits;
+        let object = self.store().get(key, usize::MAX).await?.ok_or_else(|| oxiflow_core::Error::NotFound { key: key.into() })?;
+        let epoch = kept.iter().chain([&doc]).filter_map(|d| d.lease.as_ref()).map(|l| l.epoch).max();
+        if let (Some(lease), Some(epoch)) = (doc.lease.as_mut(), epoch) {
+            lease.epoch = epoch + 1;
+            lease.released_at = Some(lease.released_at.unwrap_or(self.now()));
+            lease.stop_requested = None;
+        }
+        doc.version = kept.iter().chain([&doc]).map(|d| d.version).max().unwrap_or(0) + 1;
+        self.store().put_if_match(key, oxiflow_core::codec::encode(key, &doc, limits)?, &object.version).await?;
+        Ok(doc)
     }
 
     /// Leases of `pipeline` (every pipeline when `None`) that expired past

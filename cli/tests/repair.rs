@@ -107,9 +107,23 @@ fn restore_puts_a_kept_copy_back_on_a_local_directory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join(".oxiflow")).unwrap();
     std::fs::write(dir.path().join(".oxiflow/config.yaml"), "state:\n  history: { keep_last: 10 }\n").unwrap();
-    restore_from_history(dir.path(), &[]);
-    let o = run(dir.path(), &["state", "restore", "p", "b"]);
+    let d = dir.path();
+    restore_from_history(d, &[]);
+    let o = run(d, &["state", "restore", "p", "b"]);
     assert_eq!(o.status.code(), Some(2), "one partition at a time: {}", text(&o));
+    // Exit 7's advice: a corrupt document is restored from its last kept copy.
+    json(d, &["claim", "p", "a", "--worker", "w3"]);
+    json(d, &["checkpoint", "p", "a", "--worker", "w3", "--add-records", "1", "--last-id", "good"]);
+    let key = d.join(".oxiflow/state/pipelines/p/partitions/a.json");
+    let bytes = std::fs::read(&key).unwrap();
+    std::fs::write(&key, &bytes[..bytes.len() / 2]).unwrap();
+    fails(d, &["state", "show", "p"], 7);
+    let back = json(d, &["state", "restore", "p", "a"]);
+    assert_eq!(back["replaced_corrupt"], true, "{back:#}");
+    fails(d, &["checkpoint", "p", "a", "--worker", "w3", "--add-records", "1"], FENCED);
+    let a = partition(&json(d, &["state", "show", "p"]), 0, 0).clone();
+    assert_eq!((a["last_processed_id"].as_str(), a["worker_id"].as_str()), (Some("good"), Some("w3")), "{a:#}");
+    json(d, &["claim", "p", "a", "--worker", "w4"]);
 }
 
 #[test]

@@ -175,12 +175,16 @@ pub async fn run(ctx: &mut Ctx, args: &DemoArgs) -> anyhow::Result<()> {
     for b in &shared.bars {
         b.finish();
     }
-    let view = m.view(&p).await?;
+    let view = super::state::latest_write(m.view(&p).await?);
     if ctx.json {
         return output::json(&view);
     }
     println!();
     super::state::print_view(&view, m.now());
     println!("\nsee it again: oxiflow state show {p}");
+    let on_path = std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("oxiflow").is_file()));
+    if !on_path {
+        println!("(oxiflow is not on your PATH, as after `cargo run`: install it with `cargo install --path cli`)");
+    }
     Ok(())
 }

@@ -53,7 +53,7 @@ pub async fn delete(ctx: &Ctx, pipeline: &str, force: bool) -> anyhow::Result<()
 pub async fn restore(ctx: &Ctx, pipeline: &str, step: &str, version: Option<u64>, force: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
-    let (doc, stored) = m.load(&p).await?;
+    let doc = super::state::pipeline_doc(&m, &p).await?;
     let part = match partitions_of(&doc, step)?.as_slice() {
         [one] => one.clone(),
         many => {
@@ -68,7 +68,13 @@ pub async fn restore(ctx: &Ctx, pipeline: &str, step: &str, version: Option<u64>
         ))
         .into());
     }
-    let current = stored.iter().find(|d| d.partition_id() == part).map(|d| d.version);
+    // The stored version; a corrupt document has none we can read.
+    let key = oxiflow_core::keys::partition_doc(&p, &part);
+    let current = match m.read::<PartitionDoc>(&key).await {
+        Ok(stored) => stored.map(|(d, _)| d.version),
+        Err(oxiflow_backends::Error::Core(oxiflow_core::Error::Corrupt { .. })) => None,
+        Err(e) => return Err(e.into()),
+    };
     let versions = || kept.iter().map(|d| d.version.to_string()).collect::<Vec<_>>().join(", ");
     let copy: &PartitionDoc = match version {
         Some(v) => kept
@@ -83,13 +89,14 @@ pub async fn restore(ctx: &Ctx, pipeline: &str, step: &str, version: Option<u64>
             .find(|d| current.is_none_or(|c| d.version < c))
             .ok_or_else(|| Missing(format!("{p}/{part} has no kept copy older than its stored version; kept: {}", versions())))?,
     };
-    let restored = m.restore_partition(copy, force).await?;
+    let restored = m.restore_partition(copy, &kept, force).await?;
     if ctx.json {
         return output::json(&restored);
     }
     println!(
-        "restored {p}/{part} from version {} (now version {}, epoch {}){}",
+        "restored {p}/{part} from version {}{} (now version {}, epoch {}){}",
         restored.restored_version,
+        if restored.replaced_corrupt { ", over the corrupt stored document" } else { "" },
         restored.version,
         restored.epoch,
         match restored.discarded_records {

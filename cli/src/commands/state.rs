@@ -141,7 +141,7 @@ pub fn print_view(view: &PipelineState, now: Timestamp) {
             let kind = if p.current_run { p.status.kind() } else { StatusKind::Pending };
             let lease = match &p.lease {
                 Some(l) if l.status.is_claimable() && l.stale => {
-                    output::warn(&format!("expired {} (stale)", output::relative(l.expires_at, now)))
+                    output::warn(&format!("{} e{} expired {} (stale)", l.worker_id, l.epoch, output::relative(l.expires_at, now)))
                 }
                 Some(l) if !l.status.is_claimable() => {
                     let text = format!("{} e{} expires {}", l.worker_id, l.epoch, output::relative(l.expires_at, now));
