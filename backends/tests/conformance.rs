@@ -71,3 +71,49 @@ async fn redis_passes_the_state_manager_suite() {
         conformance::state_manager(store, other).await;
     }
 }
+
+/// A store that ignores both write conditions, like some S3-compatible
+/// servers, and lists without versions.
+#[derive(Debug)]
+struct Careless(std::sync::Arc<dyn oxiflow_backends::ConditionalStore>);
+
+#[async_trait::async_trait]
+impl oxiflow_backends::ConditionalStore for Careless {
+    fn describe(&self) -> &str {
+        "careless://"
+    }
+    async fn get(&self, key: &str, max: usize) -> oxiflow_backends::Result<Option<oxiflow_core::Object>> {
+        self.0.get(key, max).await
+    }
+    async fn put_if_absent(&self, key: &str, body: Vec<u8>) -> oxiflow_backends::Result<oxiflow_core::Version> {
+        self.0.delete(key).await?;
+        self.0.put_if_absent(key, body).await
+    }
+    async fn put_if_match(&self, key: &str, body: Vec<u8>, _: &oxiflow_core::Version) -> oxiflow_backends::Result<oxiflow_core::Version> {
+        self.0.delete(key).await?;
+        self.0.put_if_absent(key, body).await
+    }
+    async fn delete(&self, key: &str) -> oxiflow_backends::Result<()> {
+        self.0.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> oxiflow_backends::Result<Vec<oxiflow_backends::Listed>> {
+        Ok(self.0.list(prefix).await?.into_iter().map(|l| oxiflow_backends::Listed { version: None, ..l }).collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_suite_names_every_failing_check_and_skips_what_a_store_does_not_offer() {
+    use futures::FutureExt;
+    let careless = || std::sync::Arc::new(Careless(support::memory())) as std::sync::Arc<dyn oxiflow_backends::ConditionalStore>;
+    let caps = conformance::Capabilities { versions_in_listing: false, ..conformance::Capabilities::default() };
+    let failed = std::panic::AssertUnwindSafe(conformance::primitives_with(careless(), caps)).catch_unwind().await.unwrap_err();
+    let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+    for check in ["create once, refuse the second", "update with the current version, refuse a stale one", "compare-and-swap race"] {
+        assert!(message.contains(check), "{check:?} not reported in: {message}");
+    }
+    assert!(!message.contains("listed versions"), "a capability not offered is skipped, not failed: {message}");
+    assert!(!message.contains("list by prefix"), "checks that pass are not reported: {message}");
+    // Declared capable, the missing versions fail too.
+    let failed = std::panic::AssertUnwindSafe(conformance::primitives(careless())).catch_unwind().await.unwrap_err();
+    assert!(failed.downcast_ref::<String>().is_some_and(|m| m.contains("listed versions are the read ones")));
+}
