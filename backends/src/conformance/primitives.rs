@@ -25,9 +25,11 @@ impl Default for Capabilities {
 }
 
 type Check = fn(Arc<dyn ConditionalStore>, String) -> futures::future::BoxFuture<'static, ()>;
+/// Whether a check applies to a store with these capabilities.
+type Applies = fn(&Capabilities) -> bool;
 
 /// Every check, by name, with the capability it needs.
-fn checks() -> Vec<(&'static str, fn(&Capabilities) -> bool, Check)> {
+fn checks() -> Vec<(&'static str, Applies, Check)> {
     let always = |_: &Capabilities| true;
     vec![
         ("get of a missing key", always, |s, p| Box::pin(get_missing(s, p))),
