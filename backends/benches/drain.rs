@@ -16,6 +16,10 @@
 //!   LIST + N GETs per read, reproduced from `StateManager::load` at commit
 //!   dbb6328).
 
+// Tests may read the clock and draw random numbers (backends/clippy.toml
+// bans them in the library); their helpers are `pub` for other test files.
+#![allow(unreachable_pub, clippy::disallowed_methods)]
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 

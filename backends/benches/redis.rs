@@ -9,6 +9,10 @@
 //! - 8 workers on 8 steps vs 1 worker, each worker its own connection (as
 //!   processes would be), against the same for raw `SET`.
 
+// Tests may read the clock and draw random numbers (backends/clippy.toml
+// bans them in the library); their helpers are `pub` for other test files.
+#![allow(unreachable_pub, clippy::disallowed_methods)]
+
 #[allow(dead_code)]
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;

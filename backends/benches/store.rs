@@ -7,6 +7,10 @@
 //! - 8 workers on one partition: goodput vs the server's serial CAS rate,
 //!   and the lost-update check.
 
+// Tests may read the clock and draw random numbers (backends/clippy.toml
+// bans them in the library); their helpers are `pub` for other test files.
+#![allow(unreachable_pub, clippy::disallowed_methods)]
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -222,10 +222,13 @@ impl StateManager {
         self.write(claimed, progress, Some(Finish::Release)).await
     }
 
+    /// Finishes the partition: completed, the lease released; one conditional PUT.
     pub async fn complete(&self, claimed: &mut Claimed, progress: Progress) -> Result<Written> {
         self.write(claimed, progress, Some(Finish::Complete)).await
     }
 
+    /// Gives the partition up as failed, the lease released; `retryable`
+    /// lets a later claim try again after the backoff.
     pub async fn fail(&self, claimed: &mut Claimed, progress: Progress, error: String, retryable: bool) -> Result<Written> {
         self.write(claimed, progress, Some(Finish::Fail { error, retryable })).await
     }

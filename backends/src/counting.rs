@@ -14,14 +14,20 @@ use crate::store::{ConditionalStore, Listed};
 /// Requests seen, by primitive.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RequestCounts {
+    /// GETs.
     pub get: u64,
+    /// Creates (If-None-Match: *).
     pub put_if_absent: u64,
+    /// Compare-and-swap writes (If-Match).
     pub put_if_match: u64,
+    /// DELETEs.
     pub delete: u64,
+    /// LISTs.
     pub list: u64,
 }
 
 impl RequestCounts {
+    /// All requests.
     pub fn total(&self) -> u64 {
         self.get + self.put_if_absent + self.put_if_match + self.delete + self.list
     }
@@ -46,10 +52,12 @@ pub struct CountingStore {
 }
 
 impl CountingStore {
+    /// Counts the requests to `inner`.
     pub fn new(inner: Arc<dyn ConditionalStore>) -> Self {
         CountingStore { inner, counts: Default::default() }
     }
 
+    /// The requests so far.
     pub fn counts(&self) -> RequestCounts {
         let [get, put_if_absent, put_if_match, delete, list] = self.counts.each_ref().map(|c| c.load(Relaxed));
         RequestCounts { get, put_if_absent, put_if_match, delete, list }

@@ -13,39 +13,84 @@ pub enum Error {
 
     /// `put_if_absent` found the key taken.
     #[error("{key} already exists in {store}")]
-    AlreadyExists { store: String, key: String },
+    AlreadyExists {
+        /// The store, as described to people.
+        store: String,
+        /// The key that exists.
+        key: String,
+    },
 
     /// `put_if_match` found another version (or no object).
     #[error("{key} in {store} changed since it was read")]
-    Precondition { store: String, key: String },
+    Precondition {
+        /// The store, as described to people.
+        store: String,
+        /// The key whose version moved on.
+        key: String,
+    },
 
     /// A transient failure: the server is down, slow, or said 5xx / 409.
     #[error("store {store} is unavailable: {reason}")]
-    Unavailable { store: String, reason: String },
+    Unavailable {
+        /// The store, as described to people.
+        store: String,
+        /// What failed, in the store's or the network's words.
+        reason: String,
+    },
 
     /// The bucket or container does not exist.
     #[error("bucket or container of {store} does not exist; create it first")]
-    MissingBucket { store: String },
+    MissingBucket {
+        /// The store, as described to people.
+        store: String,
+    },
 
     /// Credentials are missing, wrong, or lack permission.
     #[error("access denied by {store}: {reason}; check the credentials")]
-    AccessDenied { store: String, reason: String },
+    AccessDenied {
+        /// The store, as described to people.
+        store: String,
+        /// What the store said, without any secret.
+        reason: String,
+    },
 
     /// The store silently ignores a condition it must honour; refuse it.
     #[error("store {store} is not safe for oxiflow: {reason}")]
-    UnsafeStore { store: String, reason: String },
+    UnsafeStore {
+        /// The store, as described to people.
+        store: String,
+        /// Which condition it ignores.
+        reason: String,
+    },
 
     /// The URL names no store we can open.
     #[error("invalid store URL {url:?}: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL as given (a password shown as `***`).
+        url: String,
+        /// What is wrong with it, and the fix.
+        reason: String,
+    },
 
     /// A local file operation failed.
     #[error("{operation} {path}: {source}")]
-    Io { operation: &'static str, path: String, source: std::io::Error },
+    Io {
+        /// What was being done: "open", "rename", ….
+        operation: &'static str,
+        /// The file or directory.
+        path: String,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
 
     /// Anything else the store said.
     #[error("store {store} failed: {reason}")]
-    Store { store: String, reason: String },
+    Store {
+        /// The store, as described to people.
+        store: String,
+        /// What it said.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -64,6 +109,7 @@ impl Error {
     }
 }
 
+/// The backends' result, with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error and its sources, joined with ": ", for a message (never to

@@ -22,6 +22,7 @@ pub struct Faults {
     pub fail_before: f64,
     /// The request waits up to `max_latency` first.
     pub latency: f64,
+    /// Longest delay added to a delayed request.
     pub max_latency: Duration,
 }
 
@@ -37,8 +38,11 @@ pub struct FaultyStore {
 /// What was injected, for reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FaultCounts {
+    /// Writes applied whose answer was dropped.
     pub lost_responses: u64,
+    /// Requests failed before reaching the store.
     pub failed_before: u64,
+    /// Requests delayed.
     pub delayed: u64,
 }
 
@@ -49,10 +53,12 @@ enum Fault {
 }
 
 impl FaultyStore {
+    /// `inner` with `faults` injected, reproducibly from `seed`.
     pub fn new(inner: Arc<dyn ConditionalStore>, faults: Faults, seed: u64) -> Self {
         FaultyStore { inner, faults, rng: Mutex::new(StdRng::seed_from_u64(seed)), injected: Mutex::default() }
     }
 
+    /// The faults injected so far.
     pub fn injected(&self) -> FaultCounts {
         *self.injected.lock().unwrap()
     }

@@ -118,6 +118,7 @@ impl Held {
         Ok(claimed.doc().clone())
     }
 
+    /// Stops the heartbeat and completes the partition.
     pub async fn complete(self, progress: Progress) -> Result<PartitionDoc> {
         let manager = self.manager.clone();
         let mut claimed = self.finish().await?;
@@ -125,6 +126,7 @@ impl Held {
         Ok(claimed.doc().clone())
     }
 
+    /// Stops the heartbeat and fails the partition.
     pub async fn fail(self, progress: Progress, error: String, retryable: bool) -> Result<PartitionDoc> {
         let manager = self.manager.clone();
         let mut claimed = self.finish().await?;

@@ -122,7 +122,9 @@ impl LocalDirStore {
         let dir = path.parent().expect("keys have a parent: the root");
         fs::create_dir_all(dir).map_err(io("create directory", dir))?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
-        let tmp = dir.join(format!(".{name}.{}.{:016x}{TEMP_SUFFIX}", std::process::id(), rand::random::<u64>()));
+        #[allow(clippy::disallowed_methods)] // a unique temp-file name, not a decision
+        let unique = rand::random::<u64>();
+        let tmp = dir.join(format!(".{name}.{}.{unique:016x}{TEMP_SUFFIX}", std::process::id()));
         let result = (|| {
             let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
             file.write_all(body).map_err(io("write", &tmp))?;

@@ -21,6 +21,7 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 /// The wall clock, in Unix milliseconds.
 pub fn system_clock() -> Clock {
     Arc::new(|| {
+        #[allow(clippy::disallowed_methods)] // the one place the wall clock is read
         let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         Timestamp::from_millis(i64::try_from(ms).unwrap_or(i64::MAX))
     })
@@ -57,6 +58,7 @@ impl std::fmt::Debug for StateManager {
 }
 
 impl StateManager {
+    /// A manager of the state in `store`, at the wall clock, keeping no history.
     pub fn new(store: Arc<dyn ConditionalStore>, config: Config) -> Self {
         StateManager { store, config, clock: system_clock(), random: system_random(), history_keep_last: 0 }
     }
@@ -86,14 +88,17 @@ impl StateManager {
         (self.random)()
     }
 
+    /// The store it writes to.
     pub fn store(&self) -> &Arc<dyn ConditionalStore> {
         &self.store
     }
 
+    /// The core configuration its operations run with.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// Now, by its clock.
     pub fn now(&self) -> Timestamp {
         (self.clock)()
     }

@@ -9,6 +9,7 @@ use crate::manager::StateManager;
 /// What the probe found a store to support.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProbeReport {
+    /// The store probed, as described to people.
     pub store: String,
     /// A second create of the same key was refused (If-None-Match: *).
     pub create_if_absent: bool,
@@ -16,6 +17,7 @@ pub struct ProbeReport {
     pub update_if_match: bool,
     /// Versions returned: ETags (S3, Azure, local) and/or generations (GCS).
     pub etags: bool,
+    /// Generations returned (GCS).
     pub generations: bool,
     /// How far the store's clock is ahead of ours (negative: behind), in
     /// milliseconds, measured on the probe's write; absent when the store

@@ -15,7 +15,9 @@ use crate::snapshot::Snapshot;
 /// What a restore from history did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Restored {
+    /// The pipeline restored.
     pub pipeline_id: PipelineId,
+    /// The partition restored (`step` or `step@shard`).
     pub partition: String,
     /// The history copy put back (its document version when it was written).
     pub restored_version: u64,
@@ -44,12 +46,12 @@ impl StateManager {
         unheld(&snapshot)?;
         let doc = snapshot.pipeline().expect("a refreshed snapshot has its pipeline").clone();
         let version = snapshot.pipeline_version().cloned().unwrap_or_default();
-        let claim = Claim::<PipelineDoc>::new(by.clone(), rand::random());
+        let claim = Claim::<PipelineDoc>::new(by.clone(), self.random());
         let claimed = self.run(Update::from_cached(&key, claim, *self.config(), doc, version)).await?;
         let mut held = Session::claimed(key.clone(), claimed, *self.config(), self.now());
         self.refresh(&mut snapshot).await?;
         if let Err(e) = unheld(&snapshot) {
-            let _ = self.run(held.write(PipelineProgress::default(), Some(Finish::Release), rand::random())).await;
+            let _ = self.run(held.write(PipelineProgress::default(), Some(Finish::Release), self.random())).await;
             return Err(e);
         }
         let mut deleted = 0;

@@ -15,7 +15,9 @@ use crate::snapshot::Snapshot;
 /// What a committed reset or new run did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResetDone {
+    /// The pipeline reset.
     pub pipeline_id: PipelineId,
+    /// Its run after the reset (a new one for a new run).
     pub run_id: RunId,
     /// The pipeline's generation after the reset.
     pub generation: u64,

@@ -35,6 +35,7 @@ impl Snapshot {
         Snapshot { pipeline_id, pipeline: None, partitions: BTreeMap::new() }
     }
 
+    /// The pipeline it holds.
     pub fn pipeline_id(&self) -> &PipelineId {
         &self.pipeline_id
     }

@@ -14,7 +14,9 @@ use crate::error::Result;
 /// with the version they hold and GET only what changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listed {
+    /// The key, relative to the store's root.
     pub key: String,
+    /// Its version as a GET returns it, when the listing carries one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<Version>,
 }

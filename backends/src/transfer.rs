@@ -19,8 +19,11 @@ const RESTORER: &str = "oxiflow-import";
 pub struct Export {
     /// Always "oxiflow-state-export".
     pub kind: String,
+    /// The document format it was written in.
     pub format_version: u64,
+    /// The pipeline document.
     pub pipeline: PipelineDoc,
+    /// Every partition document.
     pub partitions: Vec<PartitionDoc>,
 }
 

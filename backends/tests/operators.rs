@@ -15,6 +15,10 @@
 //! Runs on the local directory (1,200 lease cycles) and on S3 (moto, 500). A soak:
 //! `OXIFLOW_SOAK_CYCLES=10000 cargo test --release -p oxiflow-backends --test operators -- --nocapture`.
 
+// Tests may read the clock and draw random numbers (backends/clippy.toml
+// bans them in the library); their helpers are `pub` for other test files.
+#![allow(unreachable_pub, clippy::disallowed_methods)]
+
 mod support;
 
 use std::collections::BTreeMap;

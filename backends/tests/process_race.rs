@@ -7,6 +7,10 @@
 //! The test binary re-runs itself as the worker processes
 //! (`OXIFLOW_RACE_ROLE=worker`).
 
+// Tests may read the clock and draw random numbers (backends/clippy.toml
+// bans them in the library); their helpers are `pub` for other test files.
+#![allow(unreachable_pub, clippy::disallowed_methods)]
+
 mod support;
 
 use std::process::Stdio;

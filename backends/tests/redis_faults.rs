@@ -4,6 +4,10 @@
 //! version of the kill, with worker processes and exit codes, is in
 //! `cli/tests/redis.rs`.
 
+// Tests may read the clock and draw random numbers (backends/clippy.toml
+// bans them in the library); their helpers are `pub` for other test files.
+#![allow(unreachable_pub, clippy::disallowed_methods)]
+
 mod support;
 
 use std::sync::Arc;

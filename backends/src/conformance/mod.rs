@@ -21,7 +21,9 @@ pub use state_manager::state_manager;
 pub(crate) const LARGE: usize = 4 << 20;
 
 pub(crate) fn run_prefix() -> String {
-    format!("conformance-{:016x}/", rand::random::<u64>())
+    #[allow(clippy::disallowed_methods)] // a unique prefix per run, not a decision
+    let run = rand::random::<u64>();
+    format!("conformance-{run:016x}/")
 }
 
 pub(crate) async fn body_of(store: &dyn ConditionalStore, key: &str) -> Option<(Vec<u8>, Version)> {
@@ -33,12 +35,15 @@ pub(crate) async fn body_of(store: &dyn ConditionalStore, key: &str) -> Option<(
 pub struct ManualClock(Arc<std::sync::atomic::AtomicI64>);
 
 impl ManualClock {
+    /// A clock standing at `start_ms` (Unix milliseconds).
     pub fn new(start_ms: i64) -> Self {
         ManualClock(Arc::new(std::sync::atomic::AtomicI64::new(start_ms)))
     }
+    /// Moves every clock made from it forward by `d`.
     pub fn advance(&self, d: std::time::Duration) {
         self.0.fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
     }
+    /// A [`crate::Clock`] reading this one.
     pub fn clock(&self) -> crate::Clock {
         let t = self.0.clone();
         Arc::new(move || oxiflow_core::Timestamp::from_millis(t.load(std::sync::atomic::Ordering::SeqCst)))

@@ -19,7 +19,9 @@ pub async fn state_manager(store: Arc<dyn ConditionalStore>, other: Arc<dyn Cond
     let config = oxiflow_core::Config::default();
     let ttl = config.lease.ttl + config.lease.skew_allowance + std::time::Duration::from_millis(1);
     let m = StateManager::new(store.clone(), config).with_clock(clock.clock());
-    let pipeline: oxiflow_core::PipelineId = id(&format!("orders-{:08x}", rand::random::<u32>()));
+    #[allow(clippy::disallowed_methods)] // a unique pipeline per run, not a decision
+    let unique = rand::random::<u32>();
+    let pipeline: oxiflow_core::PipelineId = id(&format!("orders-{unique:08x}"));
     let (w1, w2, w3, ops) = (id("w1"), id("w2"), id("w3"), id("ops"));
     let steps = oxiflow_core::plan::chain([(id("extract"), None), (id("transform"), Some(2)), (id("load"), None)]);
     m.create_pipeline(&pipeline, &id("run-1"), &steps).await.unwrap_or_else(|e| panic!("{name}: create: {e}"));

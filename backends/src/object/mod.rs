@@ -31,7 +31,9 @@ pub struct ObjectStoreOptions {
     pub allow_http: bool,
     /// Explicit credentials; otherwise the environment's.
     pub access_key_id: Option<String>,
+    /// The secret of `access_key_id` (or the Azure account key).
     pub secret_access_key: Option<String>,
+    /// The S3 region.
     pub region: Option<String>,
     /// Azure storage account (with `access_key_id` unused and
     /// `secret_access_key` as the account key).

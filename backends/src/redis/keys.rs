@@ -20,7 +20,7 @@ pub(crate) struct Layout {
 
 impl Layout {
     /// `prefix` without a trailing separator; `""` for none.
-    pub fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str) -> Self {
         let root = match prefix.trim_end_matches(':') {
             "" => String::new(),
             p => format!("{p}:"),
@@ -29,7 +29,7 @@ impl Layout {
     }
 
     /// The Redis key of `key`.
-    pub fn redis_key(&self, key: &str) -> Result<String> {
+    pub(crate) fn redis_key(&self, key: &str) -> Result<String> {
         if key.is_empty() || key.contains(['{', '}']) {
             return Err(Error::Core(oxiflow_core::Error::InvalidInput {
                 reason: format!("key {key:?} must be non-empty and without braces (the Redis store places hash tags itself)"),
@@ -43,7 +43,7 @@ impl Layout {
 
     /// The index hash of the pipeline `key` belongs to (field: the store key,
     /// value: its version), kept by the same scripts that write the key.
-    pub fn index_key(&self, key: &str) -> Option<String> {
+    pub(crate) fn index_key(&self, key: &str) -> Option<String> {
         split_pipeline(key).map(|(pipeline, _)| self.index_of(pipeline))
     }
 
@@ -53,20 +53,20 @@ impl Layout {
 
     /// A listing prefix that lies inside one pipeline is answered from its
     /// index: returns that index's Redis key.
-    pub fn index_for_prefix(&self, prefix: &str) -> Option<String> {
+    pub(crate) fn index_for_prefix(&self, prefix: &str) -> Option<String> {
         split_pipeline(prefix).map(|(pipeline, _)| self.index_of(pipeline))
     }
 
     /// The SCAN pattern that finds every Redis key whose store key starts
     /// with `prefix` (and possibly more: callers filter the decoded keys).
-    pub fn scan_pattern(&self, prefix: &str) -> String {
+    pub(crate) fn scan_pattern(&self, prefix: &str) -> String {
         let literal = if prefix.starts_with(PIPELINES_PREFIX) { PIPELINES_PREFIX } else { prefix };
         format!("{}*", glob_escape(&format!("{}{literal}", self.root)))
     }
 
     /// The store key of a Redis key, or `None` for keys that are not
     /// documents of this layout (indexes, other prefixes).
-    pub fn store_key(&self, redis_key: &str) -> Option<String> {
+    pub(crate) fn store_key(&self, redis_key: &str) -> Option<String> {
         let key = redis_key.strip_prefix(&self.root)?;
         if let Some(rest) = key.strip_prefix(PIPELINES_PREFIX).and_then(|r| r.strip_prefix('{')) {
             let (pipeline, rest) = rest.split_once("}/")?;

@@ -151,6 +151,7 @@ impl RedisStore {
     }
 
     async fn write(&self, script: &Script, key: &str, leading: &[&[u8]], body: &[u8]) -> Result<(Reply, Version)> {
+        #[allow(clippy::disallowed_methods)] // the store's own version token: unique, not a decision
         let token = format!("{:032x}", rand::random::<u128>());
         let field = key.as_bytes();
         let mut args: Vec<&[u8]> = leading.to_vec();

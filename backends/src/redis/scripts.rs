@@ -100,7 +100,7 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    pub fn decode(value: ::redis::Value) -> Result<Reply, String> {
+    pub(crate) fn decode(value: ::redis::Value) -> Result<Reply, String> {
         use ::redis::Value;
         let items = match value {
             Value::Nil => return Ok(Reply::Absent),
