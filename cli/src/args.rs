@@ -221,6 +221,10 @@ pub enum StateCommand {
         /// default: the latest kept copy older than the stored document.
         #[arg(long, value_name = "N")]
         version: Option<u64>,
+        /// Rewind to batch N: the newest kept copy whose batch number is at
+        /// most N (its bookmark and counters; the batches after it run again).
+        #[arg(long, value_name = "N", conflicts_with = "version")]
+        to_batch: Option<u64>,
         /// Even while a worker holds a live lease (it is fenced).
         #[arg(long)]
         force: bool,

@@ -91,7 +91,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             StateCommand::Cleanup { dry_run, pipeline, .. } => repair::cleanup(&ctx, pipeline.as_deref(), *dry_run).await,
             StateCommand::Reset { pipeline, step, new_run } => state::reset(&ctx, pipeline, step.as_deref(), *new_run).await,
             StateCommand::Delete { pipeline, force } => repair::delete(&ctx, pipeline, *force).await,
-            StateCommand::Restore { pipeline, step, version, force } => repair::restore(&ctx, pipeline, step, *version, *force).await,
+            StateCommand::Restore { pipeline, step, version, to_batch, force } => {
+                let pick = match (version, to_batch) {
+                    (Some(v), _) => repair::Pick::Version(*v),
+                    (_, Some(b)) => repair::Pick::Batch(*b),
+                    _ => repair::Pick::Latest,
+                };
+                repair::restore(&ctx, pipeline, step, pick, *force).await
+            }
         },
         Command::Claim(a) => lease::claim(&mut ctx, a).await,
         Command::Checkpoint(a) => lease::checkpoint(&ctx, a).await,

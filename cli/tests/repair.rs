@@ -100,6 +100,19 @@ fn restore_from_history(d: &Path, env: &[(&'static str, String)]) {
     assert_eq!(a["last_processed_id"], "bad", "the copy before the release (which only let go) has the same bookmark: {a:#}");
     let o = code(&["state", "restore", "p", "a", "--version", "999"]);
     assert_eq!(o.status.code(), Some(NOT_FOUND), "{}", text(&o));
+    // A rewind: batches 1-3 ran; go back to the copy written at batch 1.
+    oxj(&["claim", "p", "b@0", "--worker", "w3", "--force"]);
+    for batch in 1..=3 {
+        let (n, id) = (batch.to_string(), format!("b-{batch}"));
+        oxj(&["checkpoint", "p", "b@0", "--worker", "w3", "--batch", &n, "--add-records", "10", "--last-id", &id]);
+    }
+    oxj(&["release", "p", "b@0", "--worker", "w3"]);
+    let rewound = oxj(&["state", "restore", "p", "b@0", "--to-batch", "1"]);
+    assert_eq!(rewound["discarded_records"], 20, "{rewound:#}");
+    let b0 = oxj(&["state", "show", "p"])["steps"][1]["partitions"][0].clone();
+    let got = (b0["batch_number"].as_u64(), b0["last_processed_id"].as_str(), b0["records_processed"].as_u64());
+    assert_eq!(got, (Some(1), Some("b-1"), Some(10)), "{b0:#}");
+    oxj(&["claim", "p", "b@0", "--worker", "w4", "--force"]);
 }
 
 #[test]

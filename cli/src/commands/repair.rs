@@ -50,7 +50,17 @@ pub async fn delete(ctx: &Ctx, pipeline: &str, force: bool) -> anyhow::Result<()
     Ok(())
 }
 
-pub async fn restore(ctx: &Ctx, pipeline: &str, step: &str, version: Option<u64>, force: bool) -> anyhow::Result<()> {
+/// Which kept copy `state restore` puts back.
+pub enum Pick {
+    /// The newest copy older than the stored document.
+    Latest,
+    /// The copy at this document version.
+    Version(u64),
+    /// The newest copy whose batch number is at most this: a rewind.
+    Batch(u64),
+}
+
+pub async fn restore(ctx: &Ctx, pipeline: &str, step: &str, pick: Pick, force: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
     let doc = super::state::pipeline_doc(&m, &p).await?;
@@ -76,14 +86,18 @@ pub async fn restore(ctx: &Ctx, pipeline: &str, step: &str, version: Option<u64>
         Err(e) => return Err(e.into()),
     };
     let versions = || kept.iter().map(|d| d.version.to_string()).collect::<Vec<_>>().join(", ");
-    let copy: &PartitionDoc = match version {
-        Some(v) => kept
+    let copy: &PartitionDoc = match pick {
+        Pick::Version(v) => kept
             .iter()
             .find(|d| d.version == v)
             .ok_or_else(|| Missing(format!("{p}/{part} has no kept copy at version {v}; kept: {}", versions())))?,
+        Pick::Batch(b) => kept.iter().rev().find(|d| d.batch_number <= b).ok_or_else(|| {
+            let batches = kept.iter().map(|d| d.batch_number.to_string()).collect::<Vec<_>>().join(", ");
+            Missing(format!("{p}/{part} has no kept copy at batch {b} or before; kept batches: {batches}"))
+        })?,
         // The newest copy older than the stored document (the newest copy is
         // the stored document itself).
-        None => kept
+        Pick::Latest => kept
             .iter()
             .rev()
             .find(|d| current.is_none_or(|c| d.version < c))
