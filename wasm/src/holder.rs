@@ -184,6 +184,7 @@ impl Operation {
         self.body.clone()
     }
 
+    /// The first action (JSON).
     pub fn start(&mut self, now_ms: f64) -> String {
         let action = self.driver.drive().start(at(now_ms));
         action_json(action, &mut self.body)
@@ -197,6 +198,7 @@ impl Operation {
         Ok(action_json(action, &mut self.body))
     }
 
+    /// The next action after a `sleep_ms` (JSON).
     pub fn wake(&mut self, now_ms: f64) -> String {
         let action = self.driver.drive().wake(at(now_ms));
         action_json(action, &mut self.body)
@@ -308,6 +310,7 @@ impl HolderSession {
         action_json(action, &mut self.body)
     }
 
+    /// The key of the held document.
     pub fn key(&self) -> String {
         self.session.key().to_string()
     }

@@ -203,4 +203,4 @@ pub fn run_vectors(json: &str) -> Result<u32, JsValue> {
 #[cfg(feature = "holder")]
 mod holder;
 #[cfg(feature = "holder")]
-pub use holder::{HolderSession, Operation};
+pub use holder::{adoption, check_claim_js, HolderSession, Operation};
