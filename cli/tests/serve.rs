@@ -159,6 +159,8 @@ async fn every_error_has_the_documented_shape_and_status() {
     shaped(400, "invalid", 2)(r.await.unwrap()).await;
     let r = client.get(format!("{}/v1/nowhere", server.url)).header("authorization", &auth).send().await.unwrap();
     shaped(404, "not_found", 3)(r).await;
+    let r = client.delete(format!("{}/v1/pipelines", server.url)).header("authorization", &auth).send().await.unwrap();
+    shaped(405, "invalid", 2)(r).await;
 }
 
 #[test]

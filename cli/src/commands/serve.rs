@@ -90,6 +90,28 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     }
 }
 
+/// Any other error response (a 405 from the router, a 413 from the body
+/// limit) in the same shape, by its status.
+async fn shape_errors(response: Response) -> Response {
+    let status = response.status();
+    let json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (kind, code) = match status {
+        StatusCode::NOT_FOUND => ("not_found", crate::exit::NOT_FOUND),
+        StatusCode::SERVICE_UNAVAILABLE => ("unavailable", crate::exit::UNAVAILABLE),
+        s if s.is_server_error() => ("failure", crate::exit::FAILURE),
+        _ => ("invalid", crate::exit::INVALID),
+    };
+    let (parts, _) = response.into_parts();
+    let mut shaped = error_response(status, kind, code, status.canonical_reason().unwrap_or("error"));
+    for (name, value) in parts.headers.iter().filter(|(n, _)| **n != header::CONTENT_TYPE && **n != header::CONTENT_LENGTH) {
+        shaped.headers_mut().insert(name, value.clone());
+    }
+    shaped
+}
+
 /// 401: the store client reports it as access denied (exit 2).
 fn unauthorized(message: &str) -> Response {
     let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", crate::exit::INVALID, message);
@@ -310,6 +332,7 @@ pub fn router(manager: StateManager, token: Vec<u8>) -> Router {
         .merge(super::dashboard::routes())
         .merge(api)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", crate::exit::NOT_FOUND, "no such route") })
+        .layer(middleware::map_response(shape_errors))
         .with_state(app)
 }
 
