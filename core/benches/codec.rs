@@ -2,6 +2,9 @@
 //! records (the pipeline document and 50 partition documents), plus the
 //! aggregation a dashboard does on top. Run: `cargo bench -p oxiflow-core`.
 
+// criterion_main! defines an undocumented `pub fn main`.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

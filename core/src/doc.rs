@@ -28,10 +28,15 @@ pub struct Limits {
     pub max_document_bytes: usize,
     /// Error records kept per partition (the total is always counted).
     pub errors_keep_last: usize,
+    /// Longer error messages are cut to this many bytes.
     pub max_error_message_bytes: usize,
+    /// Longest accepted `last_processed_id`.
     pub max_bookmark_bytes: usize,
+    /// Most entries in a partition's `extra` map.
     pub max_extra_entries: usize,
+    /// Longest key in `extra`.
     pub max_extra_key_bytes: usize,
+    /// Longest value in `extra`.
     pub max_extra_value_bytes: usize,
 }
 
@@ -57,10 +62,28 @@ impl Default for Limits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
+    /// Waiting to be claimed.
     Pending,
-    Running { started_at: Timestamp },
-    Completed { completed_at: Timestamp },
-    Failed { error: String, failed_at: Timestamp, retryable: bool },
+    /// Claimed and being worked on.
+    Running {
+        /// When the current claim started it.
+        started_at: Timestamp,
+    },
+    /// Done in this run.
+    Completed {
+        /// When its holder completed it.
+        completed_at: Timestamp,
+    },
+    /// Its holder gave up on it.
+    Failed {
+        /// The holder's message, cut to the configured length.
+        error: String,
+        /// When it failed.
+        failed_at: Timestamp,
+        /// Whether a later claim may try again.
+        retryable: bool,
+    },
+    /// Held back by an operator: not claimable until resumed.
     Paused,
 }
 
@@ -68,14 +91,20 @@ pub enum StepStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StatusKind {
+    /// [`StepStatus::Pending`].
     Pending,
+    /// [`StepStatus::Running`].
     Running,
+    /// [`StepStatus::Completed`].
     Completed,
+    /// [`StepStatus::Failed`].
     Failed,
+    /// [`StepStatus::Paused`].
     Paused,
 }
 
 impl StepStatus {
+    /// This status without its data.
     pub fn kind(&self) -> StatusKind {
         match self {
             StepStatus::Pending => StatusKind::Pending,
@@ -103,11 +132,16 @@ impl fmt::Display for StatusKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorRecord {
+    /// When it was recorded, by the writer's clock.
     pub at: Timestamp,
+    /// Who reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<WorkerId>,
+    /// The partition's batch number at the time.
     pub batch_number: u64,
+    /// What went wrong, cut to the configured length.
     pub message: String,
+    /// Whether the failure allowed another attempt.
     pub retryable: bool,
 }
 
@@ -115,7 +149,9 @@ pub struct ErrorRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorLog {
+    /// Every error ever recorded, including those dropped from `recent`.
     pub total: u64,
+    /// The newest records, oldest first.
     pub recent: Vec<ErrorRecord>,
 }
 
@@ -136,14 +172,19 @@ impl ErrorLog {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineDoc {
+    /// The format the document was written in ([`FORMAT_VERSION`]).
     pub format_version: u64,
+    /// Which pipeline this is.
     pub pipeline_id: PipelineId,
+    /// The current run: partitions of another run read as behind.
     pub run_id: RunId,
     /// The plan: steps in the order they were given, their shards and what
     /// each waits for ([`crate::plan`]).
     pub steps: Vec<StepPlan>,
+    /// The step the pipeline is on, as its runner reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step: Option<StepId>,
+    /// The runner's batch counter; never goes backwards.
     pub batch_number: u64,
     /// Operators hold this lease while a reset or new run is on its way
     /// ([`crate::generation`]); claims wait while it is live.
@@ -160,7 +201,9 @@ pub struct PipelineDoc {
     /// Bumped by every write, so no two writes have identical bytes (S3
     /// ETags are content hashes: identical bytes would allow ABA).
     pub version: u64,
+    /// When the pipeline was created.
     pub created_at: Timestamp,
+    /// When it was last written, by the writer's clock.
     pub updated_at: Timestamp,
 }
 
@@ -168,23 +211,36 @@ pub struct PipelineDoc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionDoc {
+    /// The format the document was written in ([`FORMAT_VERSION`]).
     pub format_version: u64,
+    /// The pipeline it belongs to.
     pub pipeline_id: PipelineId,
+    /// The step it is part of.
     pub step_id: StepId,
+    /// Which shard of the step; `None` for an unsharded step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<u32>,
+    /// The run its status and counters belong to.
     pub run_id: RunId,
+    /// Where it is in the step state machine.
     pub status: StepStatus,
     /// The bookmark: where an incremental pipeline resumes. Kept across runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_processed_id: Option<String>,
+    /// When the bookmark last moved (or as the holder reported it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_processed_at: Option<Timestamp>,
+    /// The holder's batch counter; never goes backwards, kept across runs.
     pub batch_number: u64,
+    /// Records processed in this run.
     pub records_processed: u64,
+    /// Records that failed in this run.
     pub records_failed: u64,
+    /// Bytes processed in this run.
     pub bytes_processed: u64,
+    /// Processing time reported in this run.
     pub processing_time_ms: u64,
+    /// The holder's last write, which shows it alive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_heartbeat: Option<Timestamp>,
     /// The worker that last made progress here.
@@ -196,17 +252,21 @@ pub struct PartitionDoc {
     /// these, not takeovers or releases.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failures: u32,
+    /// Errors recorded by holders, the newest kept.
     pub errors: ErrorLog,
     /// Small user fields, bounded by [`Limits`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
+    /// Who may work on the partition ([`crate::lease`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
     /// The pipeline generation this partition was last written under; see
     /// [`PipelineDoc::step_generations`].
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub generation: u64,
+    /// Bumped by every write, like [`PipelineDoc::version`].
     pub version: u64,
+    /// When it was last written, by the writer's clock.
     pub updated_at: Timestamp,
 }
 
@@ -269,6 +329,7 @@ impl PartitionDoc {
         }
     }
 
+    /// The step and shard this document stores.
     pub fn partition_id(&self) -> PartitionId {
         PartitionId { step_id: self.step_id.clone(), shard: self.shard }
     }
@@ -278,8 +339,11 @@ impl PartitionDoc {
 pub trait Document: Clone + PartialEq + fmt::Debug + Serialize + DeserializeOwned {
     /// For messages: "pipeline" or "partition".
     const KIND: &'static str;
+    /// The lease guarding the document, if it was ever claimed.
     fn lease(&self) -> Option<&Lease>;
+    /// The lease slot, for claims and releases to fill or update.
     fn lease_mut(&mut self) -> &mut Option<Lease>;
+    /// The write counter: bumped by every write.
     fn version(&self) -> u64;
     /// Marks a write: bumps `version`, sets `updated_at`.
     fn stamp(&mut self, now: Timestamp);

@@ -39,9 +39,15 @@ pub enum ResetScope {
     /// Every partition back to Pending in the current run.
     Pipeline,
     /// One step's partitions back to Pending in the current run.
-    Step { step_id: StepId },
+    Step {
+        /// The step to reset.
+        step_id: StepId,
+    },
     /// A new run: every partition Pending under `run_id`.
-    NewRun { run_id: RunId },
+    NewRun {
+        /// The new run's id.
+        run_id: RunId,
+    },
 }
 
 impl ResetScope {
@@ -57,7 +63,9 @@ impl ResetScope {
 /// What a partition must carry to count in the pipeline's current state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Adoption {
+    /// The pipeline's current run.
     pub run_id: RunId,
+    /// The step's current generation.
     pub generation: u64,
 }
 
@@ -139,6 +147,7 @@ impl PartitionDoc {
 
 /// What a claim that landed learns from the pipeline document read after it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[must_use = "a stale or locked claim must be redone or let go"]
 #[serde(rename_all = "snake_case")]
 pub enum ClaimCheck {
     /// Keep working.
@@ -146,7 +155,12 @@ pub enum ClaimCheck {
     /// A reset committed: claim again adopting this (one more write).
     Stale(Adoption),
     /// An operator is resetting: let go, nothing was done yet.
-    Locked { worker_id: WorkerId, until: Timestamp },
+    Locked {
+        /// The operator holding the pipeline.
+        worker_id: WorkerId,
+        /// When its lease runs out.
+        until: Timestamp,
+    },
 }
 
 /// Checks a claim that landed against the pipeline document read after it.
@@ -164,8 +178,11 @@ pub fn check_claim(pipeline: &PipelineDoc, claimed: &PartitionDoc, now: Timestam
 /// pipeline's lease released, in one write by the lease's holder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitReset {
+    /// The operator, as holder of the pipeline's lease.
     pub holder: Holder,
+    /// A fresh random number; see [`Lease::last_write`](crate::Lease::last_write).
     pub write_id: u64,
+    /// What the reset covers.
     pub scope: ResetScope,
 }
 

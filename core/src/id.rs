@@ -15,20 +15,28 @@ pub const MAX_ID_LEN: usize = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(rename_all = "snake_case")]
 pub enum IdRule {
+    /// No characters at all.
     #[error("must not be empty")]
     Empty,
+    /// Over [`MAX_ID_LEN`] bytes.
     #[error("must be at most {MAX_ID_LEN} bytes")]
     TooLong,
+    /// A '/' would split the object key.
     #[error("must not contain '/' (ids become object keys)")]
     Slash,
+    /// A backslash would split a file name on Windows.
     #[error("must not contain '\\' (ids become file names)")]
     Backslash,
+    /// '..' could escape a directory.
     #[error("must not contain '..' (path traversal)")]
     DotDot,
+    /// NUL, newline or another control character.
     #[error("must not contain control characters such as NUL or newline")]
     Control,
+    /// A leading '.' hides a file; a leading '-' reads as a flag.
     #[error("must not start with '.' or '-'")]
     LeadingPunctuation,
+    /// A character outside ASCII letters, digits, '.', '_' and '-'.
     #[error("may contain only ASCII letters, digits, '.', '_' and '-'")]
     Charset,
 }
@@ -37,9 +45,13 @@ pub enum IdRule {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdKind {
+    /// A [`PipelineId`].
     Pipeline,
+    /// A [`StepId`].
     Step,
+    /// A [`WorkerId`].
     Worker,
+    /// A [`RunId`].
     Run,
 }
 
@@ -102,6 +114,7 @@ macro_rules! id_type {
         pub struct $name(String);
 
         impl $name {
+            /// Checks `value` against the id rules.
             pub fn new(value: impl Into<String>) -> Result<Self, Error> {
                 let value = value.into();
                 match check_id(&value) {
@@ -110,6 +123,7 @@ macro_rules! id_type {
                 }
             }
 
+            /// The id as text.
             pub fn as_str(&self) -> &str {
                 &self.0
             }
@@ -175,7 +189,9 @@ id_type!(
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub struct PartitionId {
+    /// The step.
     pub step_id: StepId,
+    /// Which shard; `None` for an unsharded step.
     pub shard: Option<u32>,
 }
 
@@ -193,10 +209,12 @@ impl TryFrom<String> for PartitionId {
 }
 
 impl PartitionId {
+    /// The one partition of an unsharded step.
     pub fn step(step_id: StepId) -> Self {
         PartitionId { step_id, shard: None }
     }
 
+    /// Shard `shard` of a sharded step.
     pub fn shard(step_id: StepId, shard: u32) -> Self {
         PartitionId { step_id, shard: Some(shard) }
     }

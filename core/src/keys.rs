@@ -18,10 +18,12 @@ const PARTITIONS_DIR: &str = "partitions/";
 const HISTORY_DIR: &str = "history/";
 const SUFFIX: &str = ".json";
 
+/// Where a pipeline document is stored.
 pub fn pipeline_doc(pipeline: &PipelineId) -> String {
     alloc::format!("{PIPELINES_PREFIX}{pipeline}/{PIPELINE_FILE}")
 }
 
+/// Where a partition document is stored.
 pub fn partition_doc(pipeline: &PipelineId, partition: &PartitionId) -> String {
     alloc::format!("{PIPELINES_PREFIX}{pipeline}/{PARTITIONS_DIR}{partition}{SUFFIX}")
 }
@@ -50,7 +52,9 @@ pub fn history_prefix(pipeline: &PipelineId, partition: &PartitionId) -> String 
 /// A key this layout produced, taken apart again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DocKey {
+    /// A pipeline document.
     Pipeline(PipelineId),
+    /// A partition document of that pipeline.
     Partition(PipelineId, PartitionId),
 }
 

@@ -60,7 +60,9 @@ impl LeaseConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StopRequest {
+    /// Who asked.
     pub requested_by: WorkerId,
+    /// When, by the asker's clock.
     pub requested_at: Timestamp,
 }
 
@@ -70,16 +72,21 @@ pub struct StopRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lease {
+    /// Who holds the lease (or last held it, once released).
     pub worker_id: WorkerId,
     /// Fencing token: every claim or takeover adds one.
     pub epoch: u64,
+    /// When this holder claimed it.
     pub acquired_at: Timestamp,
+    /// Until when it is held; each holder write pushes it on.
     pub expires_at: Timestamp,
+    /// When the holder let go; `None` while open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub released_at: Option<Timestamp>,
     /// Id of the holder's last landed write (caller-chosen random number).
     /// A retry that finds its own id here knows the write landed.
     pub last_write: u64,
+    /// Someone asked the holder to release and stop; its next write does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_requested: Option<StopRequest>,
     /// The ttl the claim asked for: each holder write extends the lease by
@@ -122,12 +129,19 @@ pub enum LeaseStatus {
     /// Released by its holder.
     Released,
     /// Held, and not yet claimable.
-    Held { expires_at: Timestamp },
+    Held {
+        /// When it runs out unless renewed.
+        expires_at: Timestamp,
+    },
     /// Past `expires_at + skew_allowance`: anyone may take it over.
-    Expired { expired_at: Timestamp },
+    Expired {
+        /// The lease's `expires_at`.
+        expired_at: Timestamp,
+    },
 }
 
 impl LeaseStatus {
+    /// How `lease` (`None`: never claimed) looks at `now`.
     pub fn of(lease: Option<&Lease>, now: Timestamp, config: &LeaseConfig) -> Self {
         match lease {
             None => LeaseStatus::Free,
@@ -137,6 +151,7 @@ impl LeaseStatus {
         }
     }
 
+    /// Anyone may claim it now: free, released or expired.
     pub fn is_claimable(self) -> bool {
         !matches!(self, LeaseStatus::Held { .. })
     }
@@ -146,8 +161,11 @@ impl LeaseStatus {
 /// its own writes. Returned by a successful claim; advanced by each write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
+    /// Who holds the lease.
     pub worker_id: WorkerId,
+    /// The epoch its claim got.
     pub epoch: u64,
+    /// The write id of its last landed write.
     pub last_write: u64,
 }
 

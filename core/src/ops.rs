@@ -55,8 +55,10 @@ impl Work for PartitionDoc {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PipelineProgress {
+    /// The step the runner is on now; must be one of the plan's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_step: Option<StepId>,
+    /// The runner's batch counter; may not go backwards.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_number: Option<u64>,
 }
@@ -110,7 +112,9 @@ impl<D: Document> Mutation for Create<D> {
 /// finding it in the stored lease after a lost response means the claim landed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim<D> {
+    /// Who claims.
     pub worker_id: WorkerId,
+    /// A fresh random number; see [`Lease::last_write`].
     pub write_id: u64,
     /// The pipeline's current generation, when the claimer read it: a
     /// partition behind it is reset to it first ([`crate::generation`]).
@@ -121,6 +125,7 @@ pub struct Claim<D> {
 }
 
 impl<D> Claim<D> {
+    /// A claim by `worker_id` that adopts no reset.
     pub fn new(worker_id: WorkerId, write_id: u64) -> Self {
         Claim { worker_id, write_id, adopt: None, _doc: PhantomData }
     }
@@ -153,28 +158,36 @@ impl<D: Work> Mutation for Claim<D> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Write<D: Work> {
+    /// Who writes, under which epoch, after which of its writes.
     pub holder: Holder,
     /// A fresh random number per write; see [`Lease::last_write`].
     pub write_id: u64,
+    /// Progress to record; the default records none.
     #[serde(default)]
     pub progress: D::Progress,
+    /// Ends the work with this write; the lease is released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish: Option<Finish>,
 }
 
 impl<D: Work> Write<D> {
+    /// Records progress and extends the lease.
     pub fn checkpoint(holder: Holder, write_id: u64, progress: D::Progress) -> Self {
         Write { holder, write_id, progress, finish: None }
     }
+    /// Extends the lease, recording nothing.
     pub fn heartbeat(holder: Holder, write_id: u64) -> Self {
         Write { holder, write_id, progress: D::Progress::default(), finish: None }
     }
+    /// Records progress and gives the partition back unfinished.
     pub fn release(holder: Holder, write_id: u64, progress: D::Progress) -> Self {
         Write { holder, write_id, progress, finish: Some(Finish::Release) }
     }
+    /// Records progress and completes the partition.
     pub fn complete(holder: Holder, write_id: u64, progress: D::Progress) -> Self {
         Write { holder, write_id, progress, finish: Some(Finish::Complete) }
     }
+    /// Records progress and fails the partition with `error`.
     pub fn fail(holder: Holder, write_id: u64, progress: D::Progress, error: String, retryable: bool) -> Self {
         Write { holder, write_id, progress, finish: Some(Finish::Fail { error, retryable }) }
     }
@@ -213,7 +226,9 @@ impl<D: Work> Mutation for Write<D> {
 /// `force`. The stored version number keeps growing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restore<D> {
+    /// The copy to put in place.
     pub doc: D,
+    /// Restore even over a live lease.
     pub force: bool,
     /// The restorer's own lease on the document (an import holding the
     /// pipeline while it writes): not a live lease to refuse over.
@@ -269,13 +284,16 @@ impl<D: Document> Mutation for Restore<D> {
 /// lease (or was already asked).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestStop<D> {
+    /// The holder asked to stop.
     pub worker_id: WorkerId,
+    /// Who asks, recorded in the lease.
     pub requested_by: WorkerId,
     #[serde(skip)]
     _doc: PhantomData<D>,
 }
 
 impl<D> RequestStop<D> {
+    /// `requested_by` asks `worker_id` to stop.
     pub fn new(worker_id: WorkerId, requested_by: WorkerId) -> Self {
         RequestStop { worker_id, requested_by, _doc: PhantomData }
     }

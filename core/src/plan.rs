@@ -38,15 +38,19 @@ impl DependencyKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dependency {
+    /// The upstream step.
     pub step_id: StepId,
+    /// Whether it waits for all of it or shard by shard.
     #[serde(default, skip_serializing_if = "DependencyKind::is_barrier")]
     pub kind: DependencyKind,
 }
 
 impl Dependency {
+    /// Wait for every partition of `step_id`.
     pub fn barrier(step_id: StepId) -> Self {
         Dependency { step_id, kind: DependencyKind::Barrier }
     }
+    /// Wait shard by shard for `step_id`.
     pub fn aligned(step_id: StepId) -> Self {
         Dependency { step_id, kind: DependencyKind::Aligned }
     }
@@ -56,6 +60,7 @@ impl Dependency {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepPlan {
+    /// The step's name.
     pub step_id: StepId,
     /// Shards the step is split into (`step@0` … `step@n-1`); absent for a
     /// step that is one partition. Plans migrated from format 2 have it

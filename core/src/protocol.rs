@@ -27,8 +27,10 @@ use crate::time::{duration_ms, Timestamp};
 /// generation in `version`. Drivers echo it back unchanged; never recompute it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Version {
+    /// The ETag, compared by S3, MinIO and Azure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub e_tag: Option<String>,
+    /// The object generation, compared by GCS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
 }
@@ -38,16 +40,32 @@ pub struct Version {
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     /// Read `key`. Answer [`Response::Object`] (`None` when absent).
-    Get { key: String },
+    Get {
+        /// The object to read.
+        key: String,
+    },
     /// Create `key` only if absent (`If-None-Match: *`). Answer
     /// [`Response::Written`] or [`Response::AlreadyExists`].
-    PutIfAbsent { key: String, body: Vec<u8> },
+    PutIfAbsent {
+        /// The object to create.
+        key: String,
+        /// The encoded document.
+        body: Vec<u8>,
+    },
     /// Replace `key` only if its version still matches (`If-Match`). Answer
     /// [`Response::Written`], or [`Response::Precondition`] when stale or missing.
-    PutIfMatch { key: String, body: Vec<u8>, version: Version },
+    PutIfMatch {
+        /// The object to replace.
+        key: String,
+        /// The encoded document.
+        body: Vec<u8>,
+        /// The version it must still have.
+        version: Version,
+    },
 }
 
 impl Request {
+    /// The object the request is about.
     pub fn key(&self) -> &str {
         match self {
             Request::Get { key } | Request::PutIfAbsent { key, .. } | Request::PutIfMatch { key, .. } => key,
@@ -59,8 +77,10 @@ impl Request {
 /// only its version: the bytes travel beside it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Object {
+    /// The stored bytes.
     #[serde(skip)]
     pub body: Vec<u8>,
+    /// What the store says identifies them.
     pub version: Version,
 }
 
@@ -68,13 +88,18 @@ pub struct Object {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
+    /// Answers [`Request::Get`]: the object, or `None` when absent.
     Object(Option<Object>),
+    /// A conditional PUT landed; the new object's version.
     Written(Version),
+    /// [`Request::PutIfAbsent`] found an object already there.
     AlreadyExists,
+    /// [`Request::PutIfMatch`] found the object changed or gone.
     Precondition,
     /// A transient failure: timeout, connection reset, 5xx, 503 SlowDown, 409
     /// ConditionalRequestConflict. A write may or may not have landed.
     Unavailable {
+        /// The store's error, for messages.
         reason: String,
     },
 }
@@ -88,8 +113,10 @@ pub struct RetryPolicy {
     pub max_transient_failures: u32,
     /// Re-reads after a lost race before reporting [`Error::Conflict`].
     pub max_conflicts: u32,
+    /// The first retry's backoff step; each further retry doubles it.
     #[serde(with = "duration_ms", rename = "base_delay_ms")]
     pub base_delay: Duration,
+    /// Cap on the backoff step.
     #[serde(with = "duration_ms", rename = "max_delay_ms")]
     pub max_delay: Duration,
 }
@@ -120,22 +147,29 @@ impl RetryPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
+    /// Lease timing.
     pub lease: LeaseConfig,
+    /// Bounds on document size and content.
     pub limits: Limits,
+    /// Retries on conflicts and transient failures.
     pub retry: RetryPolicy,
+    /// Retry backoff of failed partitions, for the scheduler.
     pub schedule: SchedulePolicy,
 }
 
 /// The moment and settings a mutation is applied under.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
+    /// The caller's clock at this attempt.
     pub now: Timestamp,
+    /// The operation's settings.
     pub config: &'a Config,
 }
 
 /// One change to one document, expressed so it can be re-applied to a fresher
 /// copy after a lost race.
 pub trait Mutation {
+    /// The kind of document it changes.
     type Doc: Document;
 
     /// The document to create when none is stored; `None` means the
@@ -181,6 +215,7 @@ pub enum Action<T> {
 /// `handle` with the answer, after each [`Action::Sleep`] sleep and call
 /// `wake`, until [`Action::Done`]. Time and randomness are arguments.
 pub trait Drive {
+    /// What a successful [`Action::Done`] carries.
     type Output;
     /// The first action.
     fn start(&mut self, now: Timestamp) -> Action<Self::Output>;
@@ -208,6 +243,7 @@ enum Awaiting {
 
 /// Drives one [`Mutation`] to completion over the store primitives.
 #[derive(Debug, Clone)]
+#[must_use = "an update does nothing until driven: call `start`, then answer its actions"]
 pub struct Update<M: Mutation> {
     key: String,
     mutation: M,
@@ -242,6 +278,7 @@ impl<M: Mutation> Update<M> {
         Update { stored: Stored::Present(doc, version), ..Update::new(key, mutation, config) }
     }
 
+    /// The document's store key.
     pub fn key(&self) -> &str {
         &self.key
     }

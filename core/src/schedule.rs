@@ -73,43 +73,59 @@ impl SchedulePolicy {
 pub enum Readiness {
     /// Claimable now (`takeover`: by taking over an expired lease).
     Ready {
+        /// The claim takes over an expired lease.
         takeover: bool,
     },
+    /// Completed in the current run.
     Completed,
     /// Carries an older run's state: a new run has not reached it yet.
     OtherRun,
+    /// Paused by an operator: resume it first.
     Paused,
     /// Failed for good: an operator must reset it. `failures`: failed
     /// attempts in this run.
     Failed {
+        /// The last failure's message.
         error: String,
+        /// Failed attempts in this run.
         failures: u32,
     },
     /// Held by a live lease.
     Held {
+        /// Who holds it.
         worker_id: WorkerId,
+        /// When the lease runs out unless renewed.
         until: Timestamp,
     },
     /// An operator holds the pipeline for a reset or a new run; claims wait
     /// until it commits or its lease ends.
     Locked {
+        /// The operator holding the pipeline.
         worker_id: WorkerId,
+        /// When its lease runs out.
         until: Timestamp,
     },
     /// Upstream of it failed for good: it cannot run in this run.
     Blocked {
+        /// Upstream partitions that failed or are blocked, the first
+        /// [`NAMED_UPSTREAM`].
         by: Vec<String>,
+        /// How many there are in all.
         count: usize,
     },
     /// Upstream partitions are not completed yet.
     Waiting {
+        /// Upstream partitions not completed, the first [`NAMED_UPSTREAM`].
         on: Vec<String>,
+        /// How many there are in all.
         count: usize,
     },
     /// Failed, retryable; claimable again at `until` (the wait doubles with
     /// each of the `failures`).
     Backoff {
+        /// When it may be claimed again.
         until: Timestamp,
+        /// Failed attempts in this run.
         failures: u32,
     },
     /// The plan expects it, the store has no document for it.
@@ -117,6 +133,7 @@ pub enum Readiness {
 }
 
 impl Readiness {
+    /// May be claimed now.
     pub fn is_ready(&self) -> bool {
         matches!(self, Readiness::Ready { .. })
     }
@@ -132,24 +149,32 @@ impl Readiness {
 /// One partition of the plan and its readiness.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartitionReadiness {
+    /// Which partition.
     pub partition: PartitionId,
+    /// Whether it may be claimed, and if not, why.
     pub readiness: Readiness,
 }
 
 /// One step: its partitions and how many are where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepReadiness {
+    /// Which step.
     pub step_id: StepId,
     /// Partitions the plan expects (or, without a shard count, found).
     pub total: usize,
+    /// Of `total`, completed in the current run.
     pub completed: usize,
+    /// Of `total`, held by a live lease.
     pub running: usize,
+    /// Of `total`, claimable now.
     pub ready: usize,
+    /// Each partition, in shard order.
     pub partitions: Vec<PartitionReadiness>,
 }
 
 /// The pipeline as the scheduler sees it at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[must_use = "a schedule only says what to claim; computing one does nothing"]
 pub struct Schedule {
     /// Completed when every partition is; Failed when one failed for good;
     /// Running once anything started (or is retrying); Paused when nothing

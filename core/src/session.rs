@@ -138,6 +138,7 @@ impl<D: Work> Session<D> {
         }
     }
 
+    /// The document's store key.
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -147,10 +148,12 @@ impl<D: Work> Session<D> {
         &self.doc
     }
 
+    /// The store's version of [`Session::doc`]: the next write's condition.
     pub fn version(&self) -> &Version {
         &self.version
     }
 
+    /// The lease as last known to be stored.
     pub fn lease(&self) -> &Lease {
         self.doc.lease().expect("a held document has a lease")
     }
@@ -349,6 +352,7 @@ fn misuse(reason: &str) -> Error {
 }
 
 /// [`Session::begin`] as a [`Drive`] value, borrowing the session.
+#[must_use = "a session write does nothing until driven: call `start`, then answer its actions"]
 pub struct SessionWrite<'a, D: Work> {
     session: &'a mut Session<D>,
     intent: Option<(D::Progress, Option<Finish>, u64)>,

@@ -28,15 +28,22 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Progress {
+    /// The new bookmark: where to resume after this checkpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_processed_id: Option<String>,
+    /// When the bookmark moved; by default the writer's `now`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_processed_at: Option<Timestamp>,
+    /// The holder's batch counter, absolute.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_number: Option<u64>,
+    /// Records processed since the last checkpoint.
     pub add_records: u64,
+    /// Records that failed since the last checkpoint.
     pub add_failed: u64,
+    /// Bytes processed since the last checkpoint.
     pub add_bytes: u64,
+    /// Processing time since the last checkpoint.
     pub add_processing_ms: u64,
     /// Merged into the document's `extra` map; an empty value removes the key.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -47,6 +54,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Reports nothing: a write carrying it is a heartbeat.
     pub fn is_empty(&self) -> bool {
         *self == Progress::default()
     }
@@ -61,19 +69,31 @@ pub enum Finish {
     /// Running → Completed.
     Complete,
     /// Running → Failed; `retryable` lets a later claim try again.
-    Fail { error: String, retryable: bool },
+    Fail {
+        /// What went wrong, for the status and the error ring.
+        error: String,
+        /// Whether a later claim may try again.
+        retryable: bool,
+    },
 }
 
 /// What was asked of a step, for the refusal's message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepAction {
+    /// Claim or take over.
     Claim,
+    /// A checkpoint's progress.
     RecordProgress,
+    /// Give back unfinished.
     Release,
+    /// Finish successfully.
     Complete,
+    /// Finish with an error.
     Fail,
+    /// An operator's pause.
     Pause,
+    /// An operator's resume.
     Resume,
 }
 

@@ -69,90 +69,141 @@ use crate::time::Timestamp;
 /// A file of vectors sharing one base document and config.
 #[derive(Debug, Deserialize)]
 pub struct VectorFile {
+    /// The document every vector's documents are merged over.
     pub base: Map<String, Value>,
+    /// Settings for every vector that does not bring its own.
     #[serde(default)]
     pub config: Config,
+    /// The store key the operations write.
     pub key: String,
+    /// The scripted operations.
     pub vectors: Vec<Vector>,
 }
 
+/// One scripted operation: what it is, what it exchanges, how it ends.
 #[derive(Debug, Deserialize)]
 pub struct Vector {
+    /// Names the vector in failures.
     pub name: String,
+    /// The mutation to drive.
     pub operation: Operation,
     /// The document and e_tag the driver starts from; without it, it reads first.
     #[serde(default)]
     pub cached: Option<StoredDoc>,
+    /// Replaces the file's config for this vector.
     #[serde(default)]
     pub config: Option<Config>,
     /// When the operation starts, if not at its first exchange (one that
     /// is decided before any request has none).
     #[serde(default)]
     pub now: Option<i64>,
+    /// Each request the driver must make, and the store's answer, in order.
     pub exchanges: Vec<Exchange>,
+    /// How the operation must end.
     pub outcome: Outcome,
 }
 
+/// The mutation a vector drives.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Operation {
+    /// [`Create`] of this document, merged over `base`.
     Create(Map<String, Value>),
+    /// A [`Claim`].
     Claim(Claim<PartitionDoc>),
+    /// A holder's [`Write`].
     Write(Write<PartitionDoc>),
+    /// A [`RequestStop`].
     RequestStop(RequestStop<PartitionDoc>),
+    /// An [`Operator`] change.
     Operator(Operator),
 }
 
+/// A document as stored, with its ETag.
 #[derive(Debug, Deserialize)]
 pub struct StoredDoc {
+    /// Fields merged over the file's `base`.
     pub doc: Map<String, Value>,
+    /// Its version in the store.
     pub e_tag: String,
 }
 
+/// One step of the driver: the action it must take, and the answer.
 #[derive(Debug, Deserialize)]
 pub struct Exchange {
     /// Defaults to the previous exchange's `now` (the first: 0).
     #[serde(default)]
     pub now: Option<i64>,
+    /// The randomness passed with the answer (retry jitter).
     #[serde(default)]
     pub random: u64,
+    /// The action the driver must take.
     pub expect: Expect,
     /// The store's answer; absent after a sleep.
     #[serde(default)]
     pub respond: Option<Respond>,
 }
 
+/// The action a driver must take; a document matches on the fields listed.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Expect {
+    /// A read of the key.
     Get {},
-    PutIfAbsent { doc: Map<String, Value> },
-    PutIfMatch { e_tag: String, doc: Map<String, Value> },
-    Sleep { ms: u64 },
+    /// A create-only write.
+    PutIfAbsent {
+        /// Fields the written document must have.
+        doc: Map<String, Value>,
+    },
+    /// A conditional replace.
+    PutIfMatch {
+        /// The version it must be conditioned on.
+        e_tag: String,
+        /// Fields the written document must have.
+        doc: Map<String, Value>,
+    },
+    /// A backoff sleep.
+    Sleep {
+        /// Its exact length.
+        ms: u64,
+    },
 }
 
+/// The store's scripted answer.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Respond {
+    /// The object read, or null when absent.
     Object(Option<StoredDoc>),
     /// Raw bytes as a string, for corrupt objects.
     Raw(String),
+    /// The write landed.
     Written {
+        /// The new version.
         e_tag: String,
     },
+    /// A create found an object there.
     AlreadyExists {},
+    /// A conditional replace found the object changed.
     Precondition {},
+    /// A transient failure.
     Unavailable {
+        /// The store's error.
         reason: String,
     },
 }
 
+/// How a vector's operation must end.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Committed.
     Ok {
+        /// Whether it wrote ([`Committed::wrote`]).
         wrote: bool,
+        /// Requests sent.
         requests: u32,
+        /// Fields the stored document must have.
         doc: Map<String, Value>,
     },
     /// Fields of the serialized [`crate::Error`], `error` naming the variant.
@@ -324,31 +375,42 @@ fn check_outcome(result: Result<Committed<PartitionDoc>, crate::Error>, outcome:
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleFile {
+    /// Always `"schedule"`.
     pub kind: String,
+    /// What the file covers, for readers.
     #[serde(default)]
     pub about: Option<String>,
     /// Fields every partition document shares.
     pub base: Map<String, Value>,
     /// The pipeline document; a vector's `pipeline` fields are merged over it.
     pub pipeline: Map<String, Value>,
+    /// Settings for every vector that does not bring its own.
     #[serde(default)]
     pub config: Config,
+    /// The scheduler cases.
     pub vectors: Vec<ScheduleVector>,
 }
 
+/// One scheduler case: the documents, the moment, the expected schedule.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleVector {
+    /// Names the vector in failures.
     pub name: String,
+    /// Fields merged over the file's pipeline document.
     #[serde(default)]
     pub pipeline: Map<String, Value>,
+    /// Replaces the file's config for this vector.
     #[serde(default)]
     pub config: Option<Config>,
     /// Each merged over the file's `base`.
     pub partitions: Vec<Map<String, Value>>,
+    /// When the scheduler runs, in ms.
     pub now: i64,
+    /// Who asks; its own live leases are claimable again.
     #[serde(default)]
     pub worker: Option<WorkerId>,
+    /// Spreads the claimable list.
     #[serde(default)]
     pub random: u64,
     /// Fields of the serialized schedule, plus `readiness`, `steps`,
@@ -429,23 +491,34 @@ fn object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>, St
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionFile {
+    /// Always `"session"`.
     pub kind: String,
+    /// What the file covers, for readers.
     #[serde(default)]
     pub about: Option<String>,
+    /// The held partition's store key.
     pub key: String,
+    /// The document every vector's documents are merged over.
     pub base: Map<String, Value>,
+    /// Settings for every vector that does not bring its own.
     #[serde(default)]
     pub config: Config,
+    /// The session cases.
     pub vectors: Vec<SessionVector>,
 }
 
+/// One session case: how it starts, then its writes in order.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionVector {
+    /// Names the vector in failures.
     pub name: String,
+    /// Replaces the file's config for this vector.
     #[serde(default)]
     pub config: Option<Config>,
+    /// How the session begins.
     pub start: SessionStart,
+    /// The writes, in order.
     #[serde(default)]
     pub calls: Vec<SessionCall>,
 }
@@ -455,25 +528,40 @@ pub struct SessionVector {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum SessionStart {
     /// A claim landed, storing `doc` as `e_tag` at `now`.
-    Claimed { doc: Map<String, Value>, e_tag: String, now: i64 },
+    Claimed {
+        /// The claimed document's fields, merged over `base`.
+        doc: Map<String, Value>,
+        /// Its version in the store.
+        e_tag: String,
+        /// When the claim landed, in ms.
+        now: i64,
+    },
     /// `worker_id` resumes from a fresh read ([`Session::resume`]); `error`:
     /// the fields of the refusal expected.
     Resume {
+        /// The document read, its fields merged over `base`.
         doc: Map<String, Value>,
+        /// Its version in the store.
         e_tag: String,
+        /// Who resumes.
         worker_id: WorkerId,
+        /// When, in ms.
         now: i64,
+        /// The refusal expected, if any.
         #[serde(default)]
         error: Option<Map<String, Value>>,
     },
 }
 
+/// One holder write through the session, and what must follow.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionCall {
+    /// What the write asks for.
     pub begin: Begin,
     /// When the write begins; the exchanges' `now` default to it.
     pub now: i64,
+    /// The write's requests and the store's answers, in order.
     #[serde(default)]
     pub exchanges: Vec<Exchange>,
     /// Absent only with `abandon`.
@@ -482,6 +570,7 @@ pub struct SessionCall {
     /// The driver is dropped after the exchanges, the write unfinished.
     #[serde(default)]
     pub abandon: bool,
+    /// The session's state to check after the call.
     #[serde(default)]
     pub after: Option<SessionAfter>,
 }
@@ -490,21 +579,28 @@ pub struct SessionCall {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Begin {
+    /// Progress to record; none makes it a heartbeat.
     #[serde(default)]
     pub progress: Progress,
+    /// Ends the work with this write.
     #[serde(default)]
     pub finish: Option<Finish>,
+    /// Identifies the write in the stored lease ([`crate::Lease::last_write`]).
     pub write_id: u64,
 }
 
+/// How a session call must end.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionOutcome {
+    /// A [`Written`].
     Ok {
+        /// [`Written::landed`].
         landed: bool,
         /// The stop request honoured, or null.
         #[serde(default)]
         stop: Value,
+        /// Requests sent.
         requests: u32,
     },
     /// Fields of the serialized [`crate::Error`].
@@ -515,18 +611,22 @@ pub enum SessionOutcome {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionAfter {
+    /// [`Session::is_unresolved`].
     #[serde(default)]
     pub unresolved: Option<bool>,
+    /// [`Session::is_released`].
     #[serde(default)]
     pub released: Option<bool>,
     /// Fields of the document as last known stored.
     #[serde(default)]
     pub doc: Option<Map<String, Value>>,
+    /// The version the next write is conditioned on.
     #[serde(default)]
     pub e_tag: Option<String>,
     /// `[now, trusted]` pairs for [`Session::trusts`].
     #[serde(default)]
     pub trusts: Vec<(i64, bool)>,
+    /// [`Session::heartbeat_due`], in ms.
     #[serde(default)]
     pub heartbeat_due: Option<i64>,
 }

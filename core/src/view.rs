@@ -19,22 +19,32 @@ use crate::time::Timestamp;
 /// A pipeline at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PipelineState {
+    /// Which pipeline.
     pub pipeline_id: PipelineId,
+    /// The pipeline's current run.
     pub run_id: RunId,
     /// The first step still to finish, in dependency order (the last step
     /// once all completed): derived by the scheduler, not stored.
     pub current_step: Option<StepId>,
     /// Steps with partitions running, ready or retrying.
     pub frontier: Vec<StepId>,
+    /// From the pipeline document.
     pub batch_number: u64,
+    /// The pipeline document's write counter.
     pub version: u64,
+    /// When the pipeline document was last written.
     pub updated_at: Timestamp,
+    /// The pipeline document's lease: an operator's reset in progress.
     pub lease: Option<LeaseView>,
     /// The scheduler's status ([`crate::Schedule::status`]).
     pub status: StatusKind,
+    /// Summed over the steps, this run only.
     pub records_processed: u64,
+    /// Summed over the steps, this run only.
     pub records_failed: u64,
+    /// Summed over the steps, this run only.
     pub bytes_processed: u64,
+    /// Errors ever recorded, summed over the steps.
     pub total_errors: u64,
     /// Steps in pipeline order; steps that have partitions but are not in
     /// the plan come last.
@@ -46,6 +56,7 @@ pub struct PipelineState {
 /// A step: its partitions and their sums.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepState {
+    /// Which step.
     pub step_id: StepId,
     /// Failed if any partition failed for good; else Running if any runs,
     /// retries or only some completed; else Paused if any is paused;
@@ -55,59 +66,90 @@ pub struct StepState {
     pub after: Vec<String>,
     /// Partitions the plan expects, and how many completed.
     pub total: usize,
+    /// Of `total`, completed in this run.
     pub completed: usize,
+    /// Summed over partitions in this run.
     pub records_processed: u64,
+    /// Summed over partitions in this run.
     pub records_failed: u64,
+    /// Summed over partitions in this run.
     pub bytes_processed: u64,
+    /// Summed over partitions in this run.
     pub processing_time_ms: u64,
+    /// Errors ever recorded, summed over partitions.
     pub total_errors: u64,
+    /// The step's partition documents, by shard.
     pub partitions: Vec<PartitionState>,
 }
 
 /// One partition as a dashboard shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PartitionState {
+    /// Its name, `step` or `step@shard`.
     pub partition: String,
+    /// Which shard, for a sharded step.
     pub shard: Option<u32>,
+    /// As stored (or as adopted, behind a reset).
     pub status: StepStatus,
     /// False when the partition still carries an older run's state; its
     /// status then counts as Pending.
     pub current_run: bool,
     /// Whether it may be claimed now, and if not, why.
     pub readiness: Readiness,
+    /// Who may work on it, and whether that looks alive.
     pub lease: Option<LeaseView>,
+    /// The worker that last made progress.
     pub worker_id: Option<WorkerId>,
+    /// The bookmark: where the work resumes.
     pub last_processed_id: Option<String>,
+    /// When the bookmark last moved.
     pub last_processed_at: Option<Timestamp>,
+    /// The holder's last write.
     pub last_heartbeat: Option<Timestamp>,
+    /// The holder's batch counter.
     pub batch_number: u64,
+    /// In the partition's run.
     pub records_processed: u64,
+    /// In the partition's run.
     pub records_failed: u64,
+    /// In the partition's run.
     pub bytes_processed: u64,
+    /// Claims in the partition's run.
     pub attempts: u32,
     /// Failed attempts in this run.
     pub failures: u32,
+    /// Errors ever recorded here.
     pub total_errors: u64,
+    /// The partition's user fields.
     pub extra: BTreeMap<String, String>,
+    /// The document's write counter.
     pub version: u64,
+    /// When the document was last written.
     pub updated_at: Timestamp,
 }
 
 /// A lease and how it looks at the view's moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LeaseView {
+    /// Who holds (or last held) the lease.
     pub worker_id: WorkerId,
+    /// Its fencing token.
     pub epoch: u64,
+    /// When the current holder claimed it.
     pub acquired_at: Timestamp,
+    /// When it runs out unless renewed.
     pub expires_at: Timestamp,
+    /// Free, released, held or expired at the view's moment.
     pub status: LeaseStatus,
     /// Held past `expires_at` but not yet claimable, or expired without a
     /// release: the holder looks dead.
     pub stale: bool,
+    /// Someone asked the holder to release and stop.
     pub stop_requested: bool,
 }
 
 impl LeaseView {
+    /// `lease` as it looks at `now`.
     pub fn of(lease: &Lease, now: Timestamp, config: &LeaseConfig) -> Self {
         let status = LeaseStatus::of(Some(lease), now, config);
         LeaseView {
@@ -125,8 +167,11 @@ impl LeaseView {
 /// An error record with the partition it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StepError {
+    /// The step of the partition.
     pub step_id: StepId,
+    /// The partition's name, `step` or `step@shard`.
     pub partition: String,
+    /// The error as recorded.
     #[serde(flatten)]
     pub record: ErrorRecord,
 }

@@ -49,40 +49,40 @@ fn config(max_attempts: u32) -> Config {
 /// Coverage across all cases.
 mod seen {
     use super::*;
-    pub static CASES_COMPLETED: AtomicU64 = AtomicU64::new(0);
-    pub static CASES_FAILED: AtomicU64 = AtomicU64::new(0);
-    pub static CLAIMS: AtomicU64 = AtomicU64::new(0);
-    pub static GATED_CLAIMS: AtomicU64 = AtomicU64::new(0);
-    pub static UPSTREAM_CHECKED: AtomicU64 = AtomicU64::new(0);
-    pub static TAKEOVERS: AtomicU64 = AtomicU64::new(0);
-    pub static OWN_RECLAIMS: AtomicU64 = AtomicU64::new(0);
-    pub static LOST_RESPONSES: AtomicU64 = AtomicU64::new(0);
-    pub static DROPPED_REQUESTS: AtomicU64 = AtomicU64::new(0);
-    pub static REPLAYS: AtomicU64 = AtomicU64::new(0);
-    pub static CRASHES: AtomicU64 = AtomicU64::new(0);
-    pub static ABANDONED: AtomicU64 = AtomicU64::new(0);
-    pub static FENCED: AtomicU64 = AtomicU64::new(0);
-    pub static LANDED_THEN_TAKEN_TOO_OFTEN: AtomicU64 = AtomicU64::new(0);
-    pub static STOPS: AtomicU64 = AtomicU64::new(0);
-    pub static RETRYABLE_FAILURES: AtomicU64 = AtomicU64::new(0);
-    pub static PERMANENT_FAILURES: AtomicU64 = AtomicU64::new(0);
-    pub static EXHAUSTED: AtomicU64 = AtomicU64::new(0);
-    pub static BLOCKED_AT_END: AtomicU64 = AtomicU64::new(0);
-    pub static PICKS_IN_BACKOFF: AtomicU64 = AtomicU64::new(0);
-    pub static PICKS_NOTHING: AtomicU64 = AtomicU64::new(0);
-    pub static ALIGNED_EDGES: AtomicU64 = AtomicU64::new(0);
-    pub static BARRIER_EDGES: AtomicU64 = AtomicU64::new(0);
-    pub static FAN_IN: AtomicU64 = AtomicU64::new(0);
-    pub static FAN_OUT: AtomicU64 = AtomicU64::new(0);
-    pub static PARTITIONS: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static CASES_COMPLETED: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static CASES_FAILED: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static CLAIMS: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static GATED_CLAIMS: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static UPSTREAM_CHECKED: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static TAKEOVERS: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static OWN_RECLAIMS: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static LOST_RESPONSES: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static DROPPED_REQUESTS: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static REPLAYS: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static CRASHES: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static ABANDONED: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static FENCED: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static LANDED_THEN_TAKEN_TOO_OFTEN: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static STOPS: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static RETRYABLE_FAILURES: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static PERMANENT_FAILURES: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static EXHAUSTED: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static BLOCKED_AT_END: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static PICKS_IN_BACKOFF: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static PICKS_NOTHING: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static ALIGNED_EDGES: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static BARRIER_EDGES: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static FAN_IN: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static FAN_OUT: AtomicU64 = AtomicU64::new(0);
+    pub(crate) static PARTITIONS: AtomicU64 = AtomicU64::new(0);
 
-    pub fn add(counter: &AtomicU64, n: u64) {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
     }
-    pub fn one(counter: &AtomicU64) {
+    pub(crate) fn one(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
     }
-    pub fn get(counter: &AtomicU64) -> u64 {
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
         counter.load(Relaxed)
     }
 }

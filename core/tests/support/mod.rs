@@ -8,7 +8,7 @@ use oxiflow_core::{Action, Claim, Committed, Drive, LeaseConfig, PartitionDoc, R
 
 /// What the network does with one delivery.
 #[derive(Debug, Clone, Copy)]
-pub enum Fault {
+pub(crate) enum Fault {
     None,
     /// The request never reaches the store.
     DropRequest,
@@ -18,7 +18,7 @@ pub enum Fault {
 
 /// Short leases, so that virtual time reaches expiry and takeover quickly:
 /// trust ends 100 ms before expiry, takeover starts 200 ms after it.
-pub fn short_leases() -> LeaseConfig {
+pub(crate) fn short_leases() -> LeaseConfig {
     LeaseConfig {
         ttl: Duration::from_millis(1_000),
         heartbeat_interval: Duration::from_millis(300),
@@ -28,20 +28,20 @@ pub fn short_leases() -> LeaseConfig {
 }
 
 /// The n-th version an in-test store hands out.
-pub fn etag(n: u64) -> Version {
+pub(crate) fn etag(n: u64) -> Version {
     Version { e_tag: Some(format!("\"{n}\"")), version: None }
 }
 
 /// What the claim driver or the session wants next. Lives for one step of
 /// the harness, so its size does not matter.
 #[allow(clippy::large_enum_variant)]
-pub enum OpAction {
+pub(crate) enum OpAction {
     Claim(Action<Committed<PartitionDoc>>),
     Write(Action<Written>),
 }
 
 /// The claim driver and the session, seen alike by the harness.
-pub trait Driver {
+pub(crate) trait Driver {
     fn handle(&mut self, response: Response, now: Timestamp, random: u64) -> OpAction;
     fn wake(&mut self, now: Timestamp) -> OpAction;
 }
