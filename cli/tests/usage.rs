@@ -74,6 +74,8 @@ fn configuration_errors_blame_their_source_and_claim_ttl_scales() {
     let err = fails(d, &["--config", "missing.yaml", "state", "list"], INVALID);
     assert_eq!(err.matches("No such file").count(), 1, "the reason once: {err}");
     assert!(fails(d, &["state", "import", "p", "--from", "missing.json"], INVALID).contains("cannot read missing.json"));
+    assert!(fails(d, &["state", "export", "p", "-o", "no/such/dir/p.json"], INVALID).contains("cannot write no/such/dir/p.json"));
+    assert!(fails(d, &["serve", "--token-file", "missing-token"], INVALID).contains("cannot read token file missing-token"));
     // A ttl of its own for one claim: the heartbeat scales; only a ttl no
     // checkpoint could be written under is refused, naming the limit.
     let claimed = json(d, &["claim", "p", "a", "--worker", "w", "--ttl", "12s"]);

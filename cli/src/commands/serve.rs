@@ -288,7 +288,9 @@ async fn release(
 
 fn load_token(args: &ServeArgs) -> anyhow::Result<Vec<u8>> {
     let token = match &args.token_file {
-        Some(path) => std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read token file {}: {e}", path.display()))?,
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| crate::exit::usage(format!("cannot read token file {}: {e}", path.display())))?
+        }
         None => std::env::var("OXIFLOW_SERVE_TOKEN").unwrap_or_default(),
     };
     let token = token.trim().to_string();

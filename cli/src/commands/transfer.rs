@@ -14,7 +14,7 @@ pub async fn export(ctx: &Ctx, pipeline: &str, output: Option<&Path>) -> anyhow:
     let text = serde_json::to_string_pretty(&export)?;
     match output {
         Some(path) => {
-            std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            std::fs::write(path, text + "\n").map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
             if !ctx.json {
                 eprintln!("exported {} ({} partitions) to {}", pipeline, export.partitions.len(), path.display());
             }
