@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod lease;
 pub mod repair;
 pub mod serve;
+mod serve_errors;
 pub mod state;
 pub mod transfer;
 pub mod worker;
