@@ -165,3 +165,28 @@ fn serve_prints_its_dashboard_url_and_names_a_short_token() {
     let _ = child.wait();
     assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/dashboard/") && !url.contains(":0/"), "{url}");
 }
+
+#[test]
+fn a_scripts_own_lines_are_debug_output_and_v_raises_the_level() {
+    let dir = setup();
+    let d = dir.path();
+    let exec = "echo 'hello from the script'; echo '{\"records\": 1, \"done\": true}'";
+    let worker = |verbosity: Option<&str>| {
+        let mut c = ox(d);
+        c.args(["worker", "start", "--pipeline", "p", "--exec", exec]);
+        if let Some(v) = verbosity {
+            c.arg(v);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let quiet = worker(None);
+    assert!(!quiet.contains("hello from the script") && !quiet.contains("WARN"), "not a warning: {quiet}");
+    json(d, &["state", "reset", "p"]);
+    let verbose = worker(Some("-v"));
+    assert!(verbose.contains("checkpointed p/a: +1 records") && !verbose.contains("hello from the script"), "{verbose}");
+    json(d, &["state", "reset", "p"]);
+    let debug = worker(Some("-vv"));
+    assert!(debug.contains("p/a: hello from the script") && !debug.contains('\u{1b}'), "debug, no colour off a terminal: {debug}");
+}
