@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OXIFLOW_LOG").unwrap_or_else(|_| level.into()))
-        .with_writer(std::io::stderr)
+        .with_writer(|| commands::live::Log)
         // Colour codes only for a person reading a terminal, not in a log file or pipe.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -190,3 +190,34 @@ fn a_scripts_own_lines_are_debug_output_and_v_raises_the_level() {
     let debug = worker(Some("-vv"));
     assert!(debug.contains("p/a: hello from the script") && !debug.contains('\u{1b}'), "debug, no colour off a terminal: {debug}");
 }
+
+#[test]
+fn worker_start_shows_a_live_line_on_a_terminal_and_plain_lines_otherwise() {
+    let dir = setup();
+    let d = dir.path();
+    let batches = "b=${OXIFLOW_BATCH_NUMBER:-0}; if [ $b -ge 2 ]; then echo '{\"done\": true}'; exit 0; fi; sleep 0.3; echo \"{\\\"records\\\": 10, \\\"batch\\\": $((b+1))}\"";
+    std::fs::write(d.join("batches.sh"), batches).unwrap();
+    let o = run(d, &["worker", "start", "--pipeline", "p", "--exec", "sh ./batches.sh"]);
+    let plain = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        o.status.success() && plain.contains("completed p/a (20 records)") && !plain.contains("records (") && !plain.contains('\r'),
+        "{plain}"
+    );
+    // On a terminal (a pty from script(1)): the live line with records, rate and lease expiry.
+    // (a new pipeline: a reset keeps the batch number the script counts by)
+    json(d, &["state", "create", "q", "--step", "a"]);
+    let command = format!("{} worker start --pipeline q --exec 'sh ./batches.sh'", env!("CARGO_BIN_EXE_oxiflow"));
+    let mut script = std::process::Command::new("script");
+    script.current_dir(d).args(["-qec", &command, "/dev/null"]);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OXIFLOW_")) {
+        script.env_remove(k);
+    }
+    let Ok(o) = script.output() else {
+        eprintln!("SKIPPED the live line: no script(1)");
+        return;
+    };
+    let tty = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{tty}");
+    assert!(tty.contains("q/a: 10 records (") && tty.contains("/s), lease expires in "), "{tty}");
+    assert!(tty.contains("completed q/a"), "log lines still print: {tty}");
+}

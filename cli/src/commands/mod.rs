@@ -4,6 +4,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod doctor;
 pub mod lease;
+pub mod live;
 pub mod repair;
 pub mod serve;
 mod serve_errors;

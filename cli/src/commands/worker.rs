@@ -29,8 +29,7 @@ use super::{pipeline_id, worker_id, Ctx};
 /// when nobody reads its output any more: a failed write is dropped.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        super::live::line(&format!($($arg)*));
     }};
 }
 
@@ -99,7 +98,9 @@ struct Report {
 
 pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) -> anyhow::Result<()> {
     let mut report = Report::default();
+    super::live::start(ctx.json);
     let result = run(ctx, pipeline, worker, exec, &mut report).await;
+    super::live::finish();
     if ctx.json && result.is_ok() {
         // A closed stdout must not stop a worker from ending cleanly.
         let _ = crate::output::json(&report);
@@ -146,6 +147,7 @@ async fn run(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str, report
                 return Ok(());
             }
             Next::Wait(_) => {
+                super::live::status(format!("{p}: nothing ready yet; waiting"));
                 // Upstream unfinished, leases held, or retries backing off:
                 // wait for a change.
                 let mut stop = stop.clone();
@@ -193,6 +195,7 @@ async fn work(
     mut stop: watch::Receiver<bool>,
     records: &mut u64,
 ) -> anyhow::Result<Ended> {
+    let mut live = super::live::Partition::new(format!("{p}/{}", held.doc().await.partition_id()));
     loop {
         let doc = held.doc().await;
         let part = doc.partition_id();
@@ -266,7 +269,11 @@ async fn work(
                 return Ok(Ended::Failed);
             }
             let added = progress.add_records;
-            match held.checkpoint(progress).await {
+            let written = held.checkpoint(progress).await;
+            if written.is_ok() {
+                live.checkpointed(added, held.doc().await.lease.map(|l| l.expires_at.as_millis()));
+            }
+            match written {
                 Ok(oxiflow_core::Written { stop: Some(stop), .. }) => {
                     say!("{me}: stop requested by {}; released {p}/{part}", stop.requested_by);
                     return Ok(Ended::Stop);
