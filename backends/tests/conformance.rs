@@ -112,7 +112,8 @@ async fn the_suite_names_every_failing_check_and_skips_what_a_store_does_not_off
     let caps = conformance::Capabilities { versions_in_listing: false, ..conformance::Capabilities::default() };
     let failed = std::panic::AssertUnwindSafe(conformance::primitives_with(careless(), caps)).catch_unwind().await.unwrap_err();
     let message = failed.downcast_ref::<String>().cloned().unwrap_or_default();
-    for check in ["create once, refuse the second", "update with the current version, refuse a stale one", "compare-and-swap race"] {
+    // (The CAS race may or may not lose an update on such a store: not asserted.)
+    for check in ["create once, refuse the second", "update with the current version, refuse a stale one", "update of a missing key"] {
         assert!(message.contains(check), "{check:?} not reported in: {message}");
     }
     assert!(!message.contains("listed versions"), "a capability not offered is skipped, not failed: {message}");
