@@ -32,7 +32,8 @@ pub struct PipelineState {
     pub batch_number: u64,
     /// The pipeline document's write counter.
     pub version: u64,
-    /// When the pipeline document was last written.
+    /// The latest write of any of its documents (the pipeline document
+    /// itself is written rarely: at creation and by operators).
     pub updated_at: Timestamp,
     /// The pipeline document's lease: an operator's reset in progress.
     pub lease: Option<LeaseView>,
@@ -308,7 +309,7 @@ pub fn aggregate(pipeline: &PipelineDoc, partitions: &[PartitionDoc], now: Times
         frontier: plan.frontier,
         batch_number: pipeline.batch_number,
         version: pipeline.version,
-        updated_at: pipeline.updated_at,
+        updated_at: partitions.iter().map(|p| p.updated_at).fold(pipeline.updated_at, Timestamp::max),
         lease: pipeline.lease.as_ref().map(|l| LeaseView::of(l, now, &config.lease)),
         status: plan.status,
         records_processed: steps.iter().map(|s| s.records_processed).sum(),

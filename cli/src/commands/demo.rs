@@ -175,7 +175,7 @@ pub async fn run(ctx: &mut Ctx, args: &DemoArgs) -> anyhow::Result<()> {
     for b in &shared.bars {
         b.finish();
     }
-    let view = super::state::latest_write(m.view(&p).await?);
+    let view = m.view(&p).await?;
     if ctx.json {
         return output::json(&view);
     }

@@ -123,7 +123,7 @@ async fn view(State(app): State<Arc<App>>, Path(p): Path<String>) -> Result<Resp
     let view = app
         .with_snapshot(&pipeline_id(&p)?, async |s| {
             m.refresh(s).await?;
-            Ok(super::state::latest_write(m.aggregate(s.pipeline().expect("refreshed"), &s.partitions())?))
+            Ok(m.aggregate(s.pipeline().expect("refreshed"), &s.partitions())?)
         })
         .await?;
     Ok(Json(view).into_response())

@@ -9,13 +9,6 @@ use super::{partition_id, partitions_of, pipeline_id, worker_id, Ctx};
 use crate::exit::usage;
 use crate::output::{self, Table};
 
-/// The view with `updated_at` the latest write of any of its documents (the
-/// pipeline document itself is written rarely: at creation and by resets).
-pub fn latest_write(mut view: PipelineState) -> PipelineState {
-    view.updated_at = view.steps.iter().flat_map(|s| &s.partitions).map(|p| p.updated_at).fold(view.updated_at, Timestamp::max);
-    view
-}
-
 /// The pipeline document, or not found (exit 3).
 pub async fn pipeline_doc(m: &StateManager, p: &PipelineId) -> anyhow::Result<PipelineDoc> {
     let key = keys::pipeline_doc(p);
@@ -28,7 +21,7 @@ pub async fn create(ctx: &Ctx, pipeline: &str, plan: &[StepPlan], run_id: &str) 
     let p = pipeline_id(pipeline)?;
     m.create_pipeline(&p, &run_id.parse::<RunId>()?, plan).await?;
     if ctx.json {
-        return output::json(&latest_write(m.view(&p).await?));
+        return output::json(&m.view(&p).await?);
     }
     Ok(())
 }
@@ -55,7 +48,7 @@ pub async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let mut summaries = Vec::new();
     for p in m.list_pipelines().await? {
-        let view = latest_write(m.view(&p).await?);
+        let view = m.view(&p).await?;
         if active && !is_active(&view) {
             continue;
         }
@@ -100,7 +93,7 @@ pub async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
 
 pub async fn show(ctx: &Ctx, pipeline: &str) -> anyhow::Result<()> {
     let m = ctx.manager()?;
-    let view = latest_write(m.view(&pipeline_id(pipeline)?).await?);
+    let view = m.view(&pipeline_id(pipeline)?).await?;
     if ctx.json {
         return output::json(&view);
     }
