@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 /// 11 saved, then stopped (a stop was requested; the lease is released).
 #[derive(Debug, Parser)]
 #[command(name = "oxiflow", version, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Store: a path, file:///path, s3://bucket/prefix, gs://…, az://…,
     /// redis://host:6379/0, http(s)://host:port (oxiflow serve), memory://
     /// (default: .oxiflow/state on the local disk).
@@ -33,7 +33,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a small extract → transform → load pipeline with several workers,
     /// a crash and a takeover, on the configured store.
     Demo(DemoArgs),
@@ -66,7 +66,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: std::net::SocketAddr,
@@ -76,7 +76,7 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Shards of the extract and transform steps.
     #[arg(long, default_value_t = 4)]
     pub shards: u32,
@@ -89,7 +89,7 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum StateCommand {
+pub(crate) enum StateCommand {
     /// Create a pipeline and its steps (idempotent for the same plan).
     ///
     /// Each step waits for all of the step before it, unless --after says
@@ -232,7 +232,7 @@ pub enum StateCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct HolderArgs {
+pub(crate) struct HolderArgs {
     /// The pipeline id.
     pub pipeline: String,
     /// `step` or `step@shard`.
@@ -243,7 +243,7 @@ pub struct HolderArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ClaimArgs {
+pub(crate) struct ClaimArgs {
     /// The pipeline id.
     pub pipeline: String,
     /// `step` or `step@shard`; omit it with --next.
@@ -267,7 +267,7 @@ pub struct ClaimArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct CheckpointArgs {
+pub(crate) struct CheckpointArgs {
     #[command(flatten)]
     pub holder: HolderArgs,
     /// The bookmark: the last id processed.
@@ -300,7 +300,7 @@ pub struct CheckpointArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum WorkerCommand {
+pub(crate) enum WorkerCommand {
     /// Claim free or expired steps of a pipeline and run CMD for each batch.
     Start {
         /// The pipeline to work on.
@@ -329,7 +329,7 @@ pub enum WorkerCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum LockCommand {
+pub(crate) enum LockCommand {
     /// Leases of a pipeline's steps.
     Status {
         /// The pipeline id.

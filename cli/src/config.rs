@@ -17,7 +17,7 @@ use crate::state_manager::{self as legacy, StateManagerSection};
 
 /// A configuration problem, with where it is.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("{file}:{line}:{column}: {message}")]
     Syntax { file: String, line: usize, column: usize, message: String },
     #[error("{file}: {message}")]
@@ -76,7 +76,7 @@ struct KeepLast {
 
 /// Everything resolved: where the state is and how to treat it.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The store URL (`file:///…`, `s3://…`, `memory://`).
     pub url: String,
     /// The config file used, if any.
@@ -100,7 +100,7 @@ const CONFIG_FILE: &str = "config.yaml";
 
 /// `${VAR}` and `${VAR:-default}` in `text`, from `env`. An unset variable
 /// without a default is an error naming it.
-pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub(crate) fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -160,7 +160,7 @@ fn env_duration(var: &str, value: &str) -> Result<Duration, ConfigError> {
 }
 
 /// Resolves settings from the file, the environment and the flags.
-pub fn load(
+pub(crate) fn load(
     cwd: &Path,
     config_flag: Option<&Path>,
     backend_flag: Option<&str>,
@@ -297,7 +297,7 @@ pub fn load(
 
 impl Settings {
     /// Opens the store the settings point at (`oxiflow_backends::open_store`).
-    pub fn open(&self) -> anyhow::Result<StateManager> {
+    pub(crate) fn open(&self) -> anyhow::Result<StateManager> {
         // A remote `oxiflow serve`'s token: OXIFLOW_TOKEN, else the config file.
         let http_token = std::env::var("OXIFLOW_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| self.http_token.clone());
         let store = oxiflow_backends::open_store(&self.url, &OpenOptions { object: self.object.clone(), http_token })?;
@@ -306,7 +306,7 @@ impl Settings {
 
     /// These settings pointed at another store: a URL, or a path relative
     /// to the current directory (`state copy --to`).
-    pub fn at(&self, location: &str) -> anyhow::Result<Settings> {
+    pub(crate) fn at(&self, location: &str) -> anyhow::Result<Settings> {
         let url = oxiflow_backends::resolve(location, &std::env::current_dir()?)?;
         Ok(Settings { url, ..self.clone() })
     }

@@ -6,29 +6,29 @@ use oxiflow_backends::Error as StoreError;
 use oxiflow_core::ErrorKind;
 
 /// 0 ok; these for failures.
-pub const FAILURE: u8 = 1;
-pub const INVALID: u8 = 2;
-pub const NOT_FOUND: u8 = 3;
-pub const CONFLICT: u8 = 4;
-pub const LEASE_HELD: u8 = 5;
-pub const FENCED: u8 = 6;
-pub const CORRUPT: u8 = 7;
-pub const UNAVAILABLE: u8 = 8;
+pub(crate) const FAILURE: u8 = 1;
+pub(crate) const INVALID: u8 = 2;
+pub(crate) const NOT_FOUND: u8 = 3;
+pub(crate) const CONFLICT: u8 = 4;
+pub(crate) const LEASE_HELD: u8 = 5;
+pub(crate) const FENCED: u8 = 6;
+pub(crate) const CORRUPT: u8 = 7;
+pub(crate) const UNAVAILABLE: u8 = 8;
 /// The pipeline's order forbids it now: upstream unfinished (`claim`), or
 /// nothing ready yet (`claim --next`). Wait and try again.
-pub const NOT_READY: u8 = 9;
+pub(crate) const NOT_READY: u8 = 9;
 /// `claim --next`: nothing is left to claim in this run (completed, or
 /// failed with nothing else able to run).
-pub const FINISHED: u8 = 10;
+pub(crate) const FINISHED: u8 = 10;
 /// A write was saved, and a stop was requested: the lease is released; stop
 /// working on that step.
-pub const STOPPED: u8 = 11;
+pub(crate) const STOPPED: u8 = 11;
 
 /// A command that did its part but must end with a code other than 0 (its
 /// output is already printed): nothing ready yet, nothing left, stopped.
 #[derive(Debug, thiserror::Error)]
 #[error("{note}")]
-pub struct Status {
+pub(crate) struct Status {
     pub code: u8,
     pub note: String,
 }
@@ -37,16 +37,16 @@ pub struct Status {
 /// own usage errors, kept apart from the core's and the stores' refusals.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Usage(pub String);
+pub(crate) struct Usage(pub String);
 
 /// Something named on the command line does not exist (exit 3); the
 /// message says what does.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct Missing(pub String);
+pub(crate) struct Missing(pub String);
 
 /// A [`Usage`] error.
-pub fn usage(message: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(message: impl Into<String>) -> anyhow::Error {
     Usage(message.into()).into()
 }
 
@@ -65,7 +65,7 @@ const KINDS: [(ErrorKind, u8, &str, u16); 9] = [
 ];
 
 /// The kind of an error from anywhere in the program; `None` for a plain failure.
-pub fn kind(error: &anyhow::Error) -> Option<ErrorKind> {
+pub(crate) fn kind(error: &anyhow::Error) -> Option<ErrorKind> {
     if let Some(e) = error.downcast_ref::<StoreError>() {
         Some(e.kind())
     } else if let Some(e) = error.downcast_ref::<oxiflow_core::Error>() {
@@ -80,7 +80,7 @@ pub fn kind(error: &anyhow::Error) -> Option<ErrorKind> {
 }
 
 /// The exit code for an error from anywhere in the program.
-pub fn code(error: &anyhow::Error) -> u8 {
+pub(crate) fn code(error: &anyhow::Error) -> u8 {
     if let Some(s) = error.downcast_ref::<Status>() {
         return s.code;
     }
@@ -88,12 +88,12 @@ pub fn code(error: &anyhow::Error) -> u8 {
 }
 
 /// The HTTP status meaning the same as the error's exit code (500 for a plain failure).
-pub fn http_status(error: &anyhow::Error) -> u16 {
+pub(crate) fn http_status(error: &anyhow::Error) -> u16 {
     kind(error).and_then(|k| KINDS.iter().find(|row| row.0 == k)).map_or(500, |row| row.3)
 }
 
 /// A short name for the code, for `--json` errors.
-pub fn name(code: u8) -> &'static str {
+pub(crate) fn name(code: u8) -> &'static str {
     match code {
         FINISHED => "finished",
         STOPPED => "stopped",
@@ -101,6 +101,6 @@ pub fn name(code: u8) -> &'static str {
     }
 }
 
-pub fn exit(code: u8) -> ExitCode {
+pub(crate) fn exit(code: u8) -> ExitCode {
     ExitCode::from(code)
 }

@@ -8,7 +8,7 @@ use oxiflow_core::{StatusKind, Timestamp};
 use serde::Serialize;
 
 /// Prints `value` as pretty JSON on stdout.
-pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
@@ -16,7 +16,7 @@ pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 /// "12s ago", "in 18s", "3m ago": how far `t` is from `now`.
-pub fn relative(t: Timestamp, now: Timestamp) -> String {
+pub(crate) fn relative(t: Timestamp, now: Timestamp) -> String {
     let ms = t.as_millis() - now.as_millis();
     let secs = ms.unsigned_abs() / 1000;
     let amount = match secs {
@@ -33,7 +33,7 @@ pub fn relative(t: Timestamp, now: Timestamp) -> String {
     }
 }
 
-pub fn status(kind: StatusKind) -> String {
+pub(crate) fn status(kind: StatusKind) -> String {
     let s = match kind {
         StatusKind::Completed => Style::new().green(),
         StatusKind::Running => Style::new().cyan(),
@@ -45,7 +45,7 @@ pub fn status(kind: StatusKind) -> String {
 }
 
 /// Why a partition may or may not be claimed, for people.
-pub fn readiness(r: &oxiflow_core::Readiness, now: oxiflow_core::Timestamp) -> String {
+pub(crate) fn readiness(r: &oxiflow_core::Readiness, now: oxiflow_core::Timestamp) -> String {
     use oxiflow_core::Readiness as R;
     let names = |on: &[String], count: usize| match count.saturating_sub(on.len()) {
         0 => on.join(", "),
@@ -67,30 +67,30 @@ pub fn readiness(r: &oxiflow_core::Readiness, now: oxiflow_core::Timestamp) -> S
     }
 }
 
-pub fn warn(text: &str) -> String {
+pub(crate) fn warn(text: &str) -> String {
     style(text).yellow().to_string()
 }
 
-pub fn bold(text: &str) -> String {
+pub(crate) fn bold(text: &str) -> String {
     style(text).bold().to_string()
 }
 
 /// A table whose columns line up, measured without colour codes.
-pub struct Table {
+pub(crate) struct Table {
     header: Vec<String>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub fn new(header: &[&str]) -> Self {
+    pub(crate) fn new(header: &[&str]) -> Self {
         Table { header: header.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
     }
 
-    pub fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         let width = |s: &str| console::measure_text_width(s);
         let mut widths: Vec<usize> = self.header.iter().map(|h| width(h)).collect();
         for row in &self.rows {

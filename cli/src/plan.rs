@@ -73,7 +73,7 @@ fn build(steps: Vec<(StepId, Option<u32>)>, mut after: BTreeMap<StepId, Vec<Depe
 /// The plan from `--step NAME[:SHARDS]` (in order) and `--after
 /// STEP=DEP[,DEP…]` (a DEP is `step` or `step:aligned`; `STEP=` alone makes
 /// STEP a root).
-pub fn from_flags(steps: &[String], after: &[String]) -> anyhow::Result<Vec<StepPlan>> {
+pub(crate) fn from_flags(steps: &[String], after: &[String]) -> anyhow::Result<Vec<StepPlan>> {
     let steps = steps.iter().map(|s| step_spec(s)).collect::<anyhow::Result<Vec<_>>>()?;
     let mut deps: BTreeMap<StepId, Vec<Dependency>> = BTreeMap::new();
     for a in after {
@@ -105,7 +105,7 @@ struct StepEntry {
 }
 
 /// The plan in a `pipeline.yaml`; syntax errors name the file and line.
-pub fn from_file(path: &Path, pipeline: &str) -> anyhow::Result<Vec<StepPlan>> {
+pub(crate) fn from_file(path: &Path, pipeline: &str) -> anyhow::Result<Vec<StepPlan>> {
     let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
     let file: PlanFile = serde_yaml_ng::from_str(&text).map_err(|e| {
         let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();

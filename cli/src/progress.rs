@@ -3,13 +3,13 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-pub fn style() -> ProgressStyle {
+pub(crate) fn style() -> ProgressStyle {
     ProgressStyle::with_template("{prefix:>14.bold} [{bar:32.cyan/blue}] {pos:>7}/{len:7} {msg}")
         .expect("valid template")
         .progress_chars("=> ")
 }
 
-pub fn bar(len: u64, prefix: &str) -> ProgressBar {
+pub(crate) fn bar(len: u64, prefix: &str) -> ProgressBar {
     let bar = ProgressBar::new(len).with_style(style());
     bar.set_prefix(prefix.to_string());
     bar

@@ -20,12 +20,12 @@
 use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
-pub const KEY: &str = "state_manager";
+pub(crate) const KEY: &str = "state_manager";
 const SECTIONS: [&str; 4] = ["file", "nfs", "redis", "http"];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StateManagerSection {
+pub(crate) struct StateManagerSection {
     /// Read from the raw mapping by [`chosen`], before expansion.
     #[allow(dead_code)]
     backend: Option<String>,
@@ -69,7 +69,7 @@ struct HttpSection {
 
 /// What the section says, in the terms of `state:`.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Mapped {
+pub(crate) struct Mapped {
     /// A URL or a path (relative to the project); `None`: the embedded default.
     pub url: Option<String>,
     pub lease_ttl: Option<String>,
@@ -86,7 +86,7 @@ pub struct Mapped {
 
 /// The section `state_manager` uses, from the raw (unexpanded) mapping:
 /// `backend`, or with `auto` (the default) the one [`auto`] picks.
-pub fn chosen(section: &Mapping, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<&'static str>, String> {
+pub(crate) fn chosen(section: &Mapping, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<&'static str>, String> {
     let backend = match section.get("backend") {
         None | Some(Value::Null) => "auto".to_string(),
         Some(Value::String(s)) => crate::config::expand(s, env)?,
@@ -162,18 +162,18 @@ fn variables(v: &Value, out: &mut Vec<String>) {
 
 /// Removes the sections not in use (they are kept aside unexpanded, and
 /// put back by [`restore`] so that unknown keys in them are still refused).
-pub fn set_aside(section: &mut Mapping, chosen: Option<&str>) -> Vec<(Value, Value)> {
+pub(crate) fn set_aside(section: &mut Mapping, chosen: Option<&str>) -> Vec<(Value, Value)> {
     let unused: Vec<Value> = SECTIONS.iter().filter(|s| Some(**s) != chosen).map(|s| Value::String(s.to_string())).collect();
     unused.into_iter().filter_map(|k| section.remove(&k).map(|v| (k, v))).collect()
 }
 
-pub fn restore(section: &mut Mapping, aside: Vec<(Value, Value)>) {
+pub(crate) fn restore(section: &mut Mapping, aside: Vec<(Value, Value)>) {
     section.extend(aside);
 }
 
 impl StateManagerSection {
     /// The settings of the chosen section (see [`chosen`]).
-    pub fn map(self, chosen: Option<&str>) -> Result<Mapped, String> {
+    pub(crate) fn map(self, chosen: Option<&str>) -> Result<Mapped, String> {
         let mut m = Mapped {
             heartbeat_interval: self.heartbeat_interval,
             stale_worker_timeout: self.stale_worker_timeout,

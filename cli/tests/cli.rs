@@ -2,6 +2,9 @@
 //! schemas, exit codes and bad input, on temp directories and on the S3
 //! server process (moto) when `scripts/test.sh` started one.
 
+// The shared helpers in tests/support are `pub` for every test file.
+#![allow(unreachable_pub)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

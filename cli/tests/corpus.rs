@@ -1,6 +1,9 @@
 //! The bad-input corpus (`tests/corpus/`): every damaged object gives its
 //! typed error and exit code, and its bytes are unchanged afterwards.
 
+// The shared helpers in tests/support are `pub` for every test file.
+#![allow(unreachable_pub)]
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

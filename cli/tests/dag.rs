@@ -16,6 +16,9 @@
 //! each `start` line" is what the dependencies promise; no clock of any
 //! process is compared (the milliseconds are for the reader).
 
+// The shared helpers in tests/support are `pub` for every test file.
+#![allow(unreachable_pub)]
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;

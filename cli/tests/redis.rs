@@ -3,6 +3,9 @@
 //! configuration end to end, and 4 worker processes checkpointing through a
 //! `kill -9` of redis-server (exit 8, nothing acknowledged lost).
 
+// The shared helpers in tests/support are `pub` for every test file.
+#![allow(unreachable_pub)]
+
 #[allow(dead_code)]
 #[path = "../../backends/tests/support/redis_server.rs"]
 mod redis_server;

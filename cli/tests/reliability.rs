@@ -1,6 +1,9 @@
 //! Real processes misbehaving: a worker frozen past its lease (the zombie)
 //! and workers killed with SIGKILL mid-checkpoint, over and over.
 
+// The shared helpers in tests/support are `pub` for every test file.
+#![allow(unreachable_pub)]
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -3,6 +3,9 @@
 //! --pipeline`, the times `state show` reports, and one documented JSON
 //! object from `copy`, `import` and `worker start`.
 
+// The shared helpers in tests/support are `pub` for every test file.
+#![allow(unreachable_pub)]
+
 use std::path::Path;
 use std::time::Duration;
 

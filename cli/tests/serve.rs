@@ -2,6 +2,9 @@
 //! HTTP store passing the one conformance suite against it, and the CLI
 //! using it as a backend.
 
+// The shared helpers in tests/support are `pub` for every test file.
+#![allow(unreachable_pub)]
+
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::Arc;

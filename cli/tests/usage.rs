@@ -3,6 +3,9 @@
 //! commands leave nothing behind, configuration errors blame their source,
 //! completions and help exist, `serve` says where it is.
 
+// The shared helpers in tests/support are `pub` for every test file.
+#![allow(unreachable_pub)]
+
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};

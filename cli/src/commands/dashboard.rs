@@ -48,7 +48,7 @@ use missing_wasm as wasm_glue;
 #[cfg(not(dashboard_wasm))]
 use missing_wasm as wasm_module;
 
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/dashboard/") }))
         .route("/dashboard", get(|| async { Redirect::to("/dashboard/") }))

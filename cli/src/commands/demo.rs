@@ -123,7 +123,7 @@ async fn worker(s: Arc<Shared>, me: WorkerId) -> anyhow::Result<()> {
     }
 }
 
-pub async fn run(ctx: &mut Ctx, args: &DemoArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &mut Ctx, args: &DemoArgs) -> anyhow::Result<()> {
     // Short leases, so the takeover after the crash comes within seconds.
     let lease = &mut ctx.settings.core.lease;
     lease.ttl = Duration::from_secs(3);

@@ -21,7 +21,7 @@ struct Doctor {
     probe: oxiflow_backends::ProbeReport,
 }
 
-pub async fn run(ctx: &Ctx) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let probe = m.probe().await?;
     let l = &ctx.settings.core.lease;

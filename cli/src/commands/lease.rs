@@ -23,7 +23,7 @@ fn report(ctx: &Ctx, m: &StateManager, doc: &PartitionDoc) -> anyhow::Result<()>
     }
 }
 
-pub async fn claim(ctx: &mut Ctx, args: &ClaimArgs) -> anyhow::Result<()> {
+pub(crate) async fn claim(ctx: &mut Ctx, args: &ClaimArgs) -> anyhow::Result<()> {
     if let Some(ttl) = args.ttl {
         ctx.settings.core.lease = lease_for(ttl, &ctx.settings.core.lease)?;
     }
@@ -141,7 +141,7 @@ fn progress(args: &CheckpointArgs) -> anyhow::Result<Progress> {
     })
 }
 
-pub async fn checkpoint(ctx: &Ctx, args: &CheckpointArgs) -> anyhow::Result<()> {
+pub(crate) async fn checkpoint(ctx: &Ctx, args: &CheckpointArgs) -> anyhow::Result<()> {
     let h = &args.holder;
     let m = ctx.manager()?;
     let progress = progress(args)?;
@@ -160,7 +160,7 @@ pub async fn checkpoint(ctx: &Ctx, args: &CheckpointArgs) -> anyhow::Result<()> 
     stopped(&written, held.key())
 }
 
-pub async fn release(ctx: &Ctx, h: &HolderArgs) -> anyhow::Result<()> {
+pub(crate) async fn release(ctx: &Ctx, h: &HolderArgs) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let mut held = m.adopt(&pipeline_id(&h.pipeline)?, &partition_id(&h.step)?, &worker_id(&h.worker)?).await?;
     m.release(&mut held, Progress::default()).await?;
@@ -209,13 +209,13 @@ fn print_leases(ctx: &Ctx, m: &StateManager, reports: &[PartitionReport]) -> any
     Ok(())
 }
 
-pub async fn lock_status(ctx: &Ctx, pipeline: &str) -> anyhow::Result<()> {
+pub(crate) async fn lock_status(ctx: &Ctx, pipeline: &str) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let reports = leases(&m, vec![pipeline_id(pipeline)?]).await?;
     print_leases(ctx, &m, &reports)
 }
 
-pub async fn worker_list(ctx: &Ctx, pipeline: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn worker_list(ctx: &Ctx, pipeline: Option<&str>) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let pipelines = match pipeline {
         Some(p) => vec![pipeline_id(p)?],
@@ -231,7 +231,7 @@ struct StopReport {
     asked: Vec<String>,
 }
 
-pub async fn worker_stop(ctx: &Ctx, worker: &str) -> anyhow::Result<()> {
+pub(crate) async fn worker_stop(ctx: &Ctx, worker: &str) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let by = worker_id(&format!("oxiflow-cli-{}", std::process::id()))?;
     let asked = m.request_stop(&worker_id(worker)?, &by).await?;

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 static BAR: OnceLock<ProgressBar> = OnceLock::new();
 
 /// Shows the live line when stderr is a terminal and `json` is off.
-pub fn start(json: bool) {
+pub(crate) fn start(json: bool) {
     if json || !std::io::stderr().is_terminal() {
         return;
     }
@@ -24,35 +24,35 @@ pub fn start(json: bool) {
 }
 
 /// Clears the live line (the worker ends).
-pub fn finish() {
+pub(crate) fn finish() {
     if let Some(bar) = BAR.get() {
         bar.finish_and_clear();
     }
 }
 
 /// What the live line says now.
-pub fn status(text: impl Into<String>) {
+pub(crate) fn status(text: impl Into<String>) {
     if let Some(bar) = BAR.get() {
         bar.set_message(text.into());
     }
 }
 
 /// One partition's progress for the live line.
-pub struct Partition {
+pub(crate) struct Partition {
     name: String,
     since: Instant,
     records: u64,
 }
 
 impl Partition {
-    pub fn new(name: String) -> Self {
+    pub(crate) fn new(name: String) -> Self {
         status(format!("{name}: claimed"));
         Partition { name, since: Instant::now(), records: 0 }
     }
 
     /// After a checkpoint: records so far, their rate, and when the lease
     /// expires (`expires_at`, Unix ms) unless renewed.
-    pub fn checkpointed(&mut self, added: u64, expires_at: Option<i64>) {
+    pub(crate) fn checkpointed(&mut self, added: u64, expires_at: Option<i64>) {
         self.records += added;
         let rate = self.records as f64 / self.since.elapsed().as_secs_f64().max(0.001);
         let now = std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_millis() as i64);
@@ -63,7 +63,7 @@ impl Partition {
 
 /// Writes a log line to stderr, above the live line if there is one; a
 /// failed write (a closed pipe) is dropped: the worker keeps working.
-pub fn line(text: &str) {
+pub(crate) fn line(text: &str) {
     let write = || {
         let _ = writeln!(std::io::stderr(), "{text}");
     };
@@ -74,7 +74,7 @@ pub fn line(text: &str) {
 }
 
 /// stderr for the log (`tracing`), above the live line.
-pub struct Log;
+pub(crate) struct Log;
 
 impl Write for Log {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -1,16 +1,16 @@
 //! One file per group of subcommands; this one holds what they share.
 
-pub mod dashboard;
-pub mod demo;
-pub mod doctor;
-pub mod lease;
-pub mod live;
-pub mod repair;
-pub mod serve;
+pub(crate) mod dashboard;
+pub(crate) mod demo;
+pub(crate) mod doctor;
+pub(crate) mod lease;
+pub(crate) mod live;
+pub(crate) mod repair;
+pub(crate) mod serve;
 mod serve_errors;
-pub mod state;
-pub mod transfer;
-pub mod worker;
+pub(crate) mod state;
+pub(crate) mod transfer;
+pub(crate) mod worker;
 
 use oxiflow_backends::StateManager;
 use oxiflow_core::{LeaseStatus, PartitionDoc, PartitionId, PipelineDoc, PipelineId, Timestamp, WorkerId};
@@ -20,29 +20,29 @@ use crate::config::Settings;
 use crate::exit::Missing;
 
 /// What every command gets.
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub settings: Settings,
     pub json: bool,
 }
 
 impl Ctx {
-    pub fn manager(&self) -> anyhow::Result<StateManager> {
+    pub(crate) fn manager(&self) -> anyhow::Result<StateManager> {
         self.settings.open()
     }
 }
 
-pub fn pipeline_id(s: &str) -> anyhow::Result<PipelineId> {
+pub(crate) fn pipeline_id(s: &str) -> anyhow::Result<PipelineId> {
     Ok(s.parse()?)
 }
 
-pub fn partition_id(s: &str) -> anyhow::Result<PartitionId> {
+pub(crate) fn partition_id(s: &str) -> anyhow::Result<PartitionId> {
     Ok(PartitionId::parse(s)?)
 }
 
 /// The partitions `spec` (`step` or `step@shard`) names in the pipeline's
 /// plan: every shard of a step, or one. A step or shard the plan does not
 /// have is not found (exit 3), naming what the pipeline has.
-pub fn partitions_of(doc: &PipelineDoc, spec: &str) -> anyhow::Result<Vec<PartitionId>> {
+pub(crate) fn partitions_of(doc: &PipelineDoc, spec: &str) -> anyhow::Result<Vec<PartitionId>> {
     let id = partition_id(spec)?;
     let Some(plan) = doc.step(&id.step_id) else {
         return Err(Missing(format!("pipeline {} has no step {}; its steps: {}", doc.pipeline_id, id.step_id, steps_of(doc))).into());
@@ -56,7 +56,7 @@ pub fn partitions_of(doc: &PipelineDoc, spec: &str) -> anyhow::Result<Vec<Partit
 }
 
 /// `a, b:4, c`: the pipeline's steps and their shards.
-pub fn steps_of(doc: &PipelineDoc) -> String {
+pub(crate) fn steps_of(doc: &PipelineDoc) -> String {
     let step = |s: &oxiflow_core::StepPlan| match s.shards {
         Some(n) => format!("{}:{n}", s.step_id),
         None => s.step_id.to_string(),
@@ -65,20 +65,20 @@ pub fn steps_of(doc: &PipelineDoc) -> String {
 }
 
 /// `t@0…t@3`.
-pub fn shard_range(step: &oxiflow_core::StepId, n: u32) -> String {
+pub(crate) fn shard_range(step: &oxiflow_core::StepId, n: u32) -> String {
     match n {
         1 => format!("{step}@0"),
         n => format!("{step}@0…{step}@{}", n - 1),
     }
 }
 
-pub fn worker_id(s: &str) -> anyhow::Result<WorkerId> {
+pub(crate) fn worker_id(s: &str) -> anyhow::Result<WorkerId> {
     Ok(s.parse()?)
 }
 
 /// A partition as the lease commands report it (`--json` schema).
 #[derive(Debug, Serialize)]
-pub struct PartitionReport {
+pub(crate) struct PartitionReport {
     pub pipeline_id: PipelineId,
     pub partition: String,
     pub status: oxiflow_core::StepStatus,
@@ -95,7 +95,7 @@ pub struct PartitionReport {
 }
 
 impl PartitionReport {
-    pub fn of(doc: &PartitionDoc, now: Timestamp, config: &oxiflow_core::LeaseConfig) -> Self {
+    pub(crate) fn of(doc: &PartitionDoc, now: Timestamp, config: &oxiflow_core::LeaseConfig) -> Self {
         let lease = doc.lease.as_ref();
         PartitionReport {
             pipeline_id: doc.pipeline_id.clone(),
@@ -115,7 +115,7 @@ impl PartitionReport {
     }
 
     /// One line for people: `orders/extract@0  running  held by w1 (epoch 2, expires in 25s)  1200 records  at order-1200`.
-    pub fn line(&self, now: Timestamp) -> String {
+    pub(crate) fn line(&self, now: Timestamp) -> String {
         let holder = match (&self.worker_id, self.expires_at) {
             (Some(w), Some(t)) => format!("held by {w} (epoch {}, expires {})", self.epoch.unwrap_or(0), crate::output::relative(t, now)),
             _ => "free".into(),

@@ -15,7 +15,7 @@ struct Cleaned {
     dry_run: bool,
 }
 
-pub async fn cleanup(ctx: &Ctx, pipeline: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
+pub(crate) async fn cleanup(ctx: &Ctx, pipeline: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline.map(pipeline_id).transpose()?;
     let keys = m.stale_leases(p.as_ref(), dry_run).await?;
@@ -39,7 +39,7 @@ struct Deleted {
     deleted: usize,
 }
 
-pub async fn delete(ctx: &Ctx, pipeline: &str, force: bool) -> anyhow::Result<()> {
+pub(crate) async fn delete(ctx: &Ctx, pipeline: &str, force: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let by = worker_id(&format!("oxiflow-cli-{}", std::process::id()))?;
     let deleted = m.delete_pipeline(&pipeline_id(pipeline)?, force, &by).await?;
@@ -51,7 +51,7 @@ pub async fn delete(ctx: &Ctx, pipeline: &str, force: bool) -> anyhow::Result<()
 }
 
 /// Which kept copy `state restore` puts back.
-pub enum Pick {
+pub(crate) enum Pick {
     /// The newest copy older than the stored document.
     Latest,
     /// The copy at this document version.
@@ -60,7 +60,7 @@ pub enum Pick {
     Batch(u64),
 }
 
-pub async fn restore(ctx: &Ctx, pipeline: &str, step: &str, pick: Pick, force: bool) -> anyhow::Result<()> {
+pub(crate) async fn restore(ctx: &Ctx, pipeline: &str, step: &str, pick: Pick, force: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
     let doc = super::state::pipeline_doc(&m, &p).await?;

@@ -243,7 +243,7 @@ const MIN_TOKEN: usize = 16;
 /// by the core; the raw object API is a general store).
 const MAX_BODY: usize = 8 << 20;
 
-pub fn router(manager: StateManager, token: Vec<u8>) -> Router {
+pub(crate) fn router(manager: StateManager, token: Vec<u8>) -> Router {
     let app = Arc::new(App { manager, token, snapshots: Default::default() });
     let api = Router::new()
         .route("/v1/objects/{*key}", get(get_object).put(put_object).delete(delete_object))
@@ -265,7 +265,7 @@ pub fn router(manager: StateManager, token: Vec<u8>) -> Router {
         .with_state(app)
 }
 
-pub async fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<()> {
     let token = load_token(args)?;
     let manager = ctx.manager()?;
     let listener =

@@ -8,7 +8,7 @@ use axum::Json;
 use oxiflow_backends::Error as StoreError;
 
 /// An error as JSON with the status that means the same as the CLI's exit code.
-pub struct ApiError(pub anyhow::Error);
+pub(super) struct ApiError(pub anyhow::Error);
 
 impl<E: Into<anyhow::Error>> From<E> for ApiError {
     fn from(e: E) -> Self {
@@ -28,13 +28,13 @@ impl IntoResponse for ApiError {
 }
 
 /// The one error shape: `{"error": {kind, exit_code, message}}`.
-pub fn error_response(status: StatusCode, kind: &str, exit_code: u8, message: &str) -> Response {
+pub(super) fn error_response(status: StatusCode, kind: &str, exit_code: u8, message: &str) -> Response {
     let body = serde_json::json!({ "error": { "kind": kind, "exit_code": exit_code, "message": message } });
     (status, Json(body)).into_response()
 }
 
 /// A JSON request body; a malformed one is a 400 in the error shape.
-pub struct Body<T>(pub T);
+pub(super) struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
     type Rejection = Response;
@@ -54,7 +54,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 
 /// Any other error response (a 405 from the router, a 413 from the body
 /// limit) in the same shape, by its status.
-pub async fn shape_errors(response: Response) -> Response {
+pub(super) async fn shape_errors(response: Response) -> Response {
     let status = response.status();
     let json = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     if json || !(status.is_client_error() || status.is_server_error()) {
@@ -75,7 +75,7 @@ pub async fn shape_errors(response: Response) -> Response {
 }
 
 /// 401: the store client reports it as access denied (exit 2).
-pub fn unauthorized(message: &str) -> Response {
+pub(super) fn unauthorized(message: &str) -> Response {
     let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", crate::exit::INVALID, message);
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response

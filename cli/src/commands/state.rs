@@ -10,13 +10,13 @@ use crate::exit::usage;
 use crate::output::{self, Table};
 
 /// The pipeline document, or not found (exit 3).
-pub async fn pipeline_doc(m: &StateManager, p: &PipelineId) -> anyhow::Result<PipelineDoc> {
+pub(crate) async fn pipeline_doc(m: &StateManager, p: &PipelineId) -> anyhow::Result<PipelineDoc> {
     let key = keys::pipeline_doc(p);
     Ok(m.read::<PipelineDoc>(&key).await?.ok_or(oxiflow_core::Error::NotFound { key })?.0)
 }
 
 /// Creates the pipeline; quiet on success (`--json`: the view).
-pub async fn create(ctx: &Ctx, pipeline: &str, plan: &[StepPlan], run_id: &str) -> anyhow::Result<()> {
+pub(crate) async fn create(ctx: &Ctx, pipeline: &str, plan: &[StepPlan], run_id: &str) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
     m.create_pipeline(&p, &run_id.parse::<RunId>()?, plan).await?;
@@ -44,7 +44,7 @@ fn is_active(view: &PipelineState) -> bool {
         || view.steps.iter().flat_map(|s| &s.partitions).any(|p| p.lease.as_ref().is_some_and(|l| !l.status.is_claimable()))
 }
 
-pub async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
+pub(crate) async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let mut summaries = Vec::new();
     for p in m.list_pipelines().await? {
@@ -91,7 +91,7 @@ pub async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn show(ctx: &Ctx, pipeline: &str) -> anyhow::Result<()> {
+pub(crate) async fn show(ctx: &Ctx, pipeline: &str) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let view = m.view(&pipeline_id(pipeline)?).await?;
     if ctx.json {
@@ -102,7 +102,7 @@ pub async fn show(ctx: &Ctx, pipeline: &str) -> anyhow::Result<()> {
 }
 
 /// The human rendering of a pipeline, shared with the demo.
-pub fn print_view(view: &PipelineState, now: Timestamp) {
+pub(crate) fn print_view(view: &PipelineState, now: Timestamp) {
     println!(
         "{}  run {}  {}  {} records, {} bytes, {} errors",
         output::bold(view.pipeline_id.as_str()),
@@ -169,7 +169,7 @@ pub fn print_view(view: &PipelineState, now: Timestamp) {
     }
 }
 
-pub async fn history(ctx: &Ctx, pipeline: &str, step: Option<&str>) -> anyhow::Result<()> {
+pub(crate) async fn history(ctx: &Ctx, pipeline: &str, step: Option<&str>) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
     let (doc, stored) = m.load(&p).await?;
@@ -205,7 +205,7 @@ pub async fn history(ctx: &Ctx, pipeline: &str, step: Option<&str>) -> anyhow::R
     Ok(())
 }
 
-pub async fn reset(ctx: &Ctx, pipeline: &str, step: Option<&str>, new_run: bool) -> anyhow::Result<()> {
+pub(crate) async fn reset(ctx: &Ctx, pipeline: &str, step: Option<&str>, new_run: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let p = pipeline_id(pipeline)?;
     let by = worker_id(&format!("oxiflow-cli-{}", std::process::id()))?;

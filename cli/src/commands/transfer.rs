@@ -9,7 +9,7 @@ use super::{pipeline_id, Ctx};
 use crate::exit::usage;
 use crate::output;
 
-pub async fn export(ctx: &Ctx, pipeline: &str, output: Option<&Path>) -> anyhow::Result<()> {
+pub(crate) async fn export(ctx: &Ctx, pipeline: &str, output: Option<&Path>) -> anyhow::Result<()> {
     let export = ctx.manager()?.export(&pipeline_id(pipeline)?).await?;
     let text = serde_json::to_string_pretty(&export)?;
     match output {
@@ -24,7 +24,7 @@ pub async fn export(ctx: &Ctx, pipeline: &str, output: Option<&Path>) -> anyhow:
     Ok(())
 }
 
-pub async fn import(ctx: &Ctx, pipeline: &str, from: &Path, replace: bool, force: bool) -> anyhow::Result<()> {
+pub(crate) async fn import(ctx: &Ctx, pipeline: &str, from: &Path, replace: bool, force: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(from).map_err(|e| usage(format!("cannot read {}: {e}", from.display())))?;
     let export: Export = serde_json::from_str(&text).map_err(|e| usage(format!("{} is not an oxiflow export: {e}", from.display())))?;
     if export.pipeline.pipeline_id.as_str() != pipeline {
@@ -39,7 +39,7 @@ pub async fn import(ctx: &Ctx, pipeline: &str, from: &Path, replace: bool, force
     Ok(())
 }
 
-pub fn discarded(records: u64) -> String {
+pub(crate) fn discarded(records: u64) -> String {
     match records {
         0 => String::new(),
         n => format!("; {n} acknowledged record(s) of the replaced state were discarded"),
@@ -56,7 +56,7 @@ struct Copied {
     discarded_records: u64,
 }
 
-pub async fn copy(ctx: &Ctx, to: &str, pipelines: &[String], replace: bool, force: bool) -> anyhow::Result<()> {
+pub(crate) async fn copy(ctx: &Ctx, to: &str, pipelines: &[String], replace: bool, force: bool) -> anyhow::Result<()> {
     let source = ctx.manager()?;
     let target = ctx.settings.at(to)?.open()?;
     let ids = pipelines.iter().map(|p| pipeline_id(p)).collect::<anyhow::Result<Vec<_>>>()?;

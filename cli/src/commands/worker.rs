@@ -96,7 +96,7 @@ struct Report {
     status: Option<oxiflow_core::StatusKind>,
 }
 
-pub async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) -> anyhow::Result<()> {
+pub(crate) async fn start(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str) -> anyhow::Result<()> {
     let mut report = Report::default();
     super::live::start(ctx.json);
     let result = run(ctx, pipeline, worker, exec, &mut report).await;
