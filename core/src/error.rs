@@ -24,6 +24,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The worker asks to write as a holder but never held this lease:
+    /// claim it first (or check the worker id).
+    #[error("worker {worker_id} has never held the lease on {key}{}; nothing was written: claim it first, or check the worker id", current_holder_suffix(.holder))]
+    NotHolder {
+        /// Store key of the document.
+        key: String,
+        /// The worker that asked.
+        worker_id: WorkerId,
+        /// Who holds the lease now, if anyone.
+        holder: Option<WorkerId>,
+    },
+
     /// You no longer hold the lease (it was taken over or released): stop
     /// working on this partition. Its stored bookmark is authoritative.
     /// `landed`: this operation's write did land before the lease passed on
@@ -217,7 +229,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Conflict { .. } => ErrorKind::Conflict,
-            Error::Fenced { .. } | Error::Expired { .. } => ErrorKind::Fenced,
+            Error::Fenced { .. } | Error::Expired { .. } | Error::NotHolder { .. } => ErrorKind::Fenced,
             Error::LeaseHeld { .. } => ErrorKind::LeaseHeld,
             Error::InvalidTransition { .. }
             | Error::CounterRegression { .. }

@@ -128,13 +128,16 @@ impl<D: Work> Session<D> {
             Some(l) if &l.worker_id == worker && l.is_open() => {
                 Ok(Session { key, doc, version, config, unresolved: None, in_flight: None, last_stored_at: now, taken: false })
             }
-            other => Err(Error::Fenced {
-                key,
-                worker_id: worker.clone(),
-                epoch: other.map_or(0, |l| l.epoch),
-                holder: other.filter(|l| l.is_open()).map(|l| l.worker_id.clone()),
-                landed: false,
-            }),
+            other => {
+                let holder = other.filter(|l| l.is_open()).map(|l| l.worker_id.clone());
+                let held_once = other.is_some_and(|l| &l.worker_id == worker || l.previous.iter().any(|h| &h.worker_id == worker));
+                match held_once {
+                    true => {
+                        Err(Error::Fenced { key, worker_id: worker.clone(), epoch: other.map_or(0, |l| l.epoch), holder, landed: false })
+                    }
+                    false => Err(Error::NotHolder { key, worker_id: worker.clone(), holder }),
+                }
+            }
         }
     }
 

@@ -280,3 +280,18 @@ fn a_landed_release_followed_by_two_claims_still_counts_as_done() {
     let settled = write(&mut store, &mut s, 0, Some(Finish::Release), 6, 190);
     assert!(matches!(settled, Ok(Written { landed: false, .. })), "the release landed: {settled:?}");
 }
+
+#[test]
+fn resuming_a_lease_never_held_says_so_and_one_held_before_is_fenced() {
+    let mut store = Store::new();
+    let mut first = store.claim("w1", 1, 100);
+    write(&mut store, &mut first, 0, Some(Finish::Release), 2, 150).unwrap();
+    let _second = store.claim("w2", 3, 200);
+    let (doc, version) = (store.doc(), tag(store.objects[KEY].1));
+    let stranger = Session::resume(KEY, doc.clone(), version.clone(), &worker("w9"), config(), at(210)).unwrap_err();
+    assert!(matches!(&stranger, Error::NotHolder { holder: Some(h), .. } if h == &worker("w2")), "{stranger:?}");
+    assert!(stranger.to_string().contains("never held"), "{stranger}");
+    assert_eq!(stranger.kind(), ErrorKind::Fenced, "nothing written: exit 6 like fenced");
+    let former = Session::resume(KEY, doc, version, &worker("w1"), config(), at(210)).unwrap_err();
+    assert!(matches!(former, Error::Fenced { .. }), "w1 held it before: {former:?}");
+}
