@@ -51,6 +51,19 @@ pub fn s3() -> Option<Arc<dyn ConditionalStore>> {
     Some(Arc::new(ObjectStoreBackend::open(&url, &options).unwrap()))
 }
 
+/// S3 in a bucket of its own, created for the caller: moto lists a prefix
+/// by walking the whole bucket, so a long test in the shared bucket (which
+/// earlier tests fill) slows down with everything else.
+pub async fn s3_own_bucket() -> Option<Arc<dyn ConditionalStore>> {
+    let Some((_, options)) = s3_options() else { return missing("S3 (moto)", "OXIFLOW_TEST_S3_ENDPOINT is not set") };
+    let endpoint = options.endpoint.clone().unwrap_or_default();
+    let bucket = format!("oxiflow-own-{:016x}", rand::random::<u64>());
+    let created = reqwest::Client::new().put(format!("{endpoint}/{bucket}")).send().await.expect("moto answers");
+    assert!(created.status().is_success(), "creating bucket {bucket} on moto: {}", created.status());
+    eprintln!("RAN against S3 on moto: s3://{bucket} at {endpoint}");
+    Some(Arc::new(ObjectStoreBackend::open(&format!("s3://{bucket}/run"), &options).unwrap()))
+}
+
 pub fn azure() -> Option<Arc<dyn ConditionalStore>> {
     let Ok(endpoint) = std::env::var("OXIFLOW_TEST_AZURE_ENDPOINT") else {
         return missing("Azure (azurite)", "OXIFLOW_TEST_AZURE_ENDPOINT is not set");
