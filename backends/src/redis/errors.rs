@@ -69,12 +69,13 @@ pub(crate) fn map(target: &Target, key: &str, e: RedisError) -> Error {
             | ServerErrorKind::ReadOnly
             | ServerErrorKind::ClusterDown,
         ) => Error::Unavailable { store, reason: text },
-        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::CrossSlot) => Error::Store {
-            store,
+        // The URL points at the wrong kind of server: fix the configuration.
+        ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::CrossSlot) => Error::InvalidUrl {
+            url: store,
             reason: format!("{host} is a Redis Cluster node ({text}); this store talks to one server: point it at a standalone primary"),
         },
-        ErrorKind::Parse => Error::Store {
-            store,
+        ErrorKind::Parse => Error::InvalidUrl {
+            url: store,
             reason: format!(
                 "the server at {host} does not speak the Redis protocol ({text}); check the host and port (is it an HTTP port?)"
             ),
