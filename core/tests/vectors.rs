@@ -111,7 +111,7 @@ fn the_runner_notices_a_wrong_session_expectation() {
     let e = refused(&file, &format!("/vectors/{abandoned}/calls/0/abandon"), json!(false));
     assert!(e.contains("call 0"), "{e}");
 
-    let resume = index_of(&file, "resuming someone else's lease");
+    let resume = index_of(&file, "resuming a lease taken over from us");
     refused(&file, &format!("/vectors/{resume}/start/resume/error/holder"), json!("w3"));
     refused(&file, &format!("/vectors/{resume}/start/resume/worker_id"), json!("w2"));
 }
