@@ -157,13 +157,13 @@ test("the scheduler orders a pipeline with dependencies; the holder session chec
   assert.equal(stored.records_processed, 150, "counted once");
   assert.equal(JSON.parse(held.doc()).last_processed_id, "order-150");
 
-  // A short-lived process resumes the session from a fresh read; anyone else is fenced.
+  // A short-lived process resumes the session from a fresh read; a worker that never held it is refused.
   const [object, bytes] = store.perform({ get: { key } });
   const docJson = wasm.decodePartition(key, bytes);
   const resumed = wasm.HolderSession.resume(key, docJson, JSON.stringify(object.object.version), "w1", null, now);
   assert.equal(JSON.parse(resumed.doc()).records_processed, 150);
   assert.throws(() => wasm.HolderSession.resume(key, docJson, JSON.stringify(object.object.version), "w2", null, now),
-    (e) => JSON.parse(e).error === "fenced" && JSON.parse(e).holder === "w1");
+    (e) => JSON.parse(e).error === "not_holder" && JSON.parse(e).holder === "w1");
 
   // Complete: the aligned shard downstream becomes ready, the rest still waits.
   now += 1000;
