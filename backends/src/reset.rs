@@ -71,8 +71,8 @@ impl StateManager {
             let _ = self.run(session.write(PipelineProgress::default(), Some(Finish::Release), self.random())).await;
             return Err(e);
         }
-        let discarded_records = self.in_scope(&snapshot, &scope).map(|p| p.records_processed).sum();
-        let partitions = self.in_scope(&snapshot, &scope).count();
+        let covered: Vec<PartitionDoc> = self.in_scope(&snapshot, &scope).collect();
+        let (partitions, discarded_records) = (covered.len(), covered.iter().map(|p| p.records_processed).sum());
         let commit = CommitReset { holder: Holder::of(session.lease()), write_id: self.random(), scope };
         let done = self.run(Update::from_cached(&key, commit, *self.config(), session.doc().clone(), session.version().clone())).await?;
         Ok(ResetDone {
