@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 which="${2:-all}"
 case "$which" in store | drain | redis | all) ;; *) echo "usage: scripts/bench.sh [ROUNDS] [store|drain|redis|all]"; exit 2 ;; esac
+source scripts/venv.sh
 source scripts/servers.sh
 if [ "$which" = store ] || [ "$which" = drain ] || [ "$which" = all ]; then
   start_moto >/dev/null

@@ -23,13 +23,11 @@ stop_servers() {
 trap stop_servers EXIT
 
 start_moto() {
-  if ! command -v moto_server >/dev/null; then
-    python3 -m pip install --quiet 'moto[server]>=5.1,<6'
-  fi
+  command -v moto_server >/dev/null || { echo "moto_server is not on PATH: source scripts/venv.sh first"; return 1; }
   local port; port=$(free_port)
   # moto's own launcher lets two conditional PUTs on one key both pass their
   # check (see tools/moto_server.py); this one applies requests one at a time.
-  python3 tools/moto_server.py 127.0.0.1 "$port" >"$SERVERS_DIR/moto.log" 2>&1 &
+  python tools/moto_server.py 127.0.0.1 "$port" >"$SERVERS_DIR/moto.log" 2>&1 &
   SERVER_PIDS+=($!)
   wait_http "http://127.0.0.1:$port/" moto $! "$SERVERS_DIR/moto.log"
   curl -sf -X PUT "http://127.0.0.1:$port/oxiflow-test" >/dev/null

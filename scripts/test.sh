@@ -27,6 +27,10 @@ if [ ! -d examples/node-lambda/node_modules/@aws-sdk/client-s3 ]; then
   npm install --prefix examples/node-lambda --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
+step "python: one virtual environment (target/venv) with moto, cargo-lambda, maturin, pytest, mypy, Airflow and Dagster"
+source scripts/venv.sh
+echo "python venv: $OXIFLOW_VENV ($(python --version))"
+
 step "format"
 cargo fmt --all --check
 
