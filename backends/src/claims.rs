@@ -69,6 +69,10 @@ impl StateManager {
                 Some(to) => claim.adopting(to),
                 None => claim,
             };
+            let claim = match self.deadline {
+                Some(deadline) => claim.with_deadline(deadline),
+                None => claim,
+            };
             let op = match cached.take() {
                 Some((doc, version)) => Update::from_cached(&key, claim, self.config, doc, version),
                 None => Update::new(&key, claim, self.config),
@@ -90,7 +94,7 @@ impl StateManager {
             if c.wrote {
                 self.keep_history(&c.doc).await?;
             }
-            let mut session = Session::claimed(key.clone(), c, self.config, self.now());
+            let mut session = self.bounded(Session::claimed(key.clone(), c, self.config, self.now()));
             match check_claim(&read_pipeline().await?, session.doc(), self.now(), &self.config.lease) {
                 ClaimCheck::Current => return Ok(session),
                 ClaimCheck::Stale(to) => {
@@ -200,7 +204,15 @@ impl StateManager {
     pub async fn adopt(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
         let key = keys::partition_doc(pipeline, partition);
         let (doc, version) = self.read::<PartitionDoc>(&key).await?.ok_or_else(|| oxiflow_core::Error::NotFound { key: key.clone() })?;
-        Ok(Session::resume(key, doc, version, worker, self.config, self.now())?)
+        Ok(self.bounded(Session::resume(key, doc, version, worker, self.config, self.now())?))
+    }
+
+    /// A holder session under this manager's deadline, if it has one.
+    fn bounded(&self, session: Claimed) -> Claimed {
+        match self.deadline {
+            Some(deadline) => session.with_deadline(deadline),
+            None => session,
+        }
     }
 
     /// Records progress and extends the lease: one conditional PUT. A stop

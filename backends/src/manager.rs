@@ -49,6 +49,9 @@ pub struct StateManager {
     random: Random,
     /// Create-only copies kept per partition; 0 keeps none.
     pub(crate) history_keep_last: usize,
+    /// A hard deadline every lease this manager takes ends by (a Lambda
+    /// invocation's): [`StateManager::with_deadline`].
+    pub(crate) deadline: Option<Timestamp>,
 }
 
 impl std::fmt::Debug for StateManager {
@@ -60,7 +63,7 @@ impl std::fmt::Debug for StateManager {
 impl StateManager {
     /// A manager of the state in `store`, at the wall clock, keeping no history.
     pub fn new(store: Arc<dyn ConditionalStore>, config: Config) -> Self {
-        StateManager { store, config, clock: system_clock(), random: system_random(), history_keep_last: 0 }
+        StateManager { store, config, clock: system_clock(), random: system_random(), history_keep_last: 0, deadline: None }
     }
 
     /// Keeps the last `keep_last` versions of every partition document as
@@ -69,6 +72,18 @@ impl StateManager {
     pub fn with_history(mut self, keep_last: usize) -> Self {
         self.history_keep_last = keep_last;
         self
+    }
+
+    /// The same manager for a holder that must be done by `deadline` (one
+    /// Lambda invocation: [`oxiflow_core::deadline`]). Every lease it takes
+    /// lasts until the deadline — no heartbeat needed — and no write
+    /// extends one past it, so a holder killed there leaves its partition
+    /// claimable `skew_allowance` later.
+    pub fn with_deadline(&self, deadline: Timestamp) -> Self {
+        let mut bound = self.clone();
+        bound.config.lease.ttl = bound.config.lease.ttl.max(self.now().until(deadline));
+        bound.deadline = Some(deadline);
+        bound
     }
 
     /// Replaces the wall clock (tests, simulations).

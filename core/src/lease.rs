@@ -241,6 +241,11 @@ pub(crate) fn ensure_trusted(key: &str, lease: Option<&Lease>, now: Timestamp, c
     }
 }
 
+/// `expires_at` for a holder with a hard deadline: never past it.
+pub(crate) fn capped(expires_at: Timestamp, deadline: Option<Timestamp>) -> Timestamp {
+    deadline.map_or(expires_at, |d| expires_at.min(d))
+}
+
 /// Takes the lease for `worker_id` if it is claimable at `now`, with epoch
 /// one past the stored one. A worker may re-claim its own valid lease (a
 /// restarted process): that too bumps the epoch and fences the old process.
@@ -251,6 +256,7 @@ pub(crate) fn take(
     write_id: u64,
     now: Timestamp,
     config: &LeaseConfig,
+    deadline: Option<Timestamp>,
 ) -> Result<(), Error> {
     let status = LeaseStatus::of(lease.as_ref(), now, config);
     if let (LeaseStatus::Held { expires_at }, Some(l)) = (status, lease.as_ref()) {
@@ -267,7 +273,7 @@ pub(crate) fn take(
         worker_id: worker_id.clone(),
         epoch,
         acquired_at: now,
-        expires_at: now.plus(config.ttl),
+        expires_at: capped(now.plus(config.ttl), deadline),
         released_at: None,
         last_write: write_id,
         stop_requested: None,
@@ -303,7 +309,7 @@ mod tests {
         let c = cfg();
         let mut lease = None;
         assert_eq!(LeaseStatus::of(lease.as_ref(), at(0), &c), LeaseStatus::Free);
-        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
+        take("k", &mut lease, &w("a"), 1, at(0), &c, None).unwrap();
         assert_eq!(LeaseStatus::of(lease.as_ref(), at(1000), &c), LeaseStatus::Held { expires_at: at(1000) });
         assert_eq!(LeaseStatus::of(lease.as_ref(), at(1100), &c), LeaseStatus::Held { expires_at: at(1000) });
         assert_eq!(LeaseStatus::of(lease.as_ref(), at(1101), &c), LeaseStatus::Expired { expired_at: at(1000) });
@@ -313,7 +319,7 @@ mod tests {
     fn holder_stops_trusting_before_others_may_take_over() {
         let c = cfg();
         let mut lease = None;
-        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
+        take("k", &mut lease, &w("a"), 1, at(0), &c, None).unwrap();
         let l = lease.as_ref().unwrap();
         assert!(Holder::trusts(l, at(899), &c));
         assert!(!Holder::trusts(l, at(900), &c));
@@ -326,8 +332,8 @@ mod tests {
     fn held_lease_refuses_others_with_holder_and_expiry() {
         let c = cfg();
         let mut lease = None;
-        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
-        let err = take("k", &mut lease, &w("b"), 2, at(500), &c).unwrap_err();
+        take("k", &mut lease, &w("a"), 1, at(0), &c, None).unwrap();
+        let err = take("k", &mut lease, &w("b"), 2, at(500), &c, None).unwrap_err();
         assert_eq!(err, Error::LeaseHeld { key: "k".into(), holder: w("a"), epoch: 1, expires_at: at(1000) });
     }
 
@@ -335,8 +341,8 @@ mod tests {
     fn takeover_after_expiry_bumps_epoch() {
         let c = cfg();
         let mut lease = None;
-        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
-        take("k", &mut lease, &w("b"), 2, at(1101), &c).unwrap();
+        take("k", &mut lease, &w("a"), 1, at(0), &c, None).unwrap();
+        take("k", &mut lease, &w("b"), 2, at(1101), &c, None).unwrap();
         let l = lease.unwrap();
         assert_eq!((l.worker_id, l.epoch, l.expires_at), (w("b"), 2, at(2101)));
     }
@@ -345,10 +351,10 @@ mod tests {
     fn released_lease_is_claimable_at_once_and_keeps_its_epoch() {
         let c = cfg();
         let mut lease = None;
-        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
+        take("k", &mut lease, &w("a"), 1, at(0), &c, None).unwrap();
         lease.as_mut().unwrap().released_at = Some(at(10));
         assert_eq!(LeaseStatus::of(lease.as_ref(), at(11), &c), LeaseStatus::Released);
-        take("k", &mut lease, &w("b"), 2, at(11), &c).unwrap();
+        take("k", &mut lease, &w("b"), 2, at(11), &c, None).unwrap();
         assert_eq!(lease.unwrap().epoch, 2);
     }
 
@@ -356,9 +362,9 @@ mod tests {
     fn same_worker_reclaim_fences_its_older_process() {
         let c = cfg();
         let mut lease = None;
-        take("k", &mut lease, &w("a"), 1, at(0), &c).unwrap();
+        take("k", &mut lease, &w("a"), 1, at(0), &c, None).unwrap();
         let old = Holder::of(lease.as_ref().unwrap());
-        take("k", &mut lease, &w("a"), 2, at(10), &c).unwrap();
+        take("k", &mut lease, &w("a"), 2, at(10), &c, None).unwrap();
         assert!(matches!(check_holder("k", lease.as_ref(), &old, 3), Err(Error::Fenced { .. })));
     }
 
@@ -366,7 +372,7 @@ mod tests {
     fn holder_check_recognises_current_landed_fenced_and_shared() {
         let c = cfg();
         let mut lease = None;
-        take("k", &mut lease, &w("a"), 7, at(0), &c).unwrap();
+        take("k", &mut lease, &w("a"), 7, at(0), &c, None).unwrap();
         let h = Holder::of(lease.as_ref().unwrap());
         assert_eq!(check_holder("k", lease.as_ref(), &h, 8), Ok(HolderCheck::Current));
         lease.as_mut().unwrap().last_write = 8;
@@ -382,13 +388,13 @@ mod tests {
     fn a_landed_release_is_recognised_after_someone_else_claimed() {
         let c = cfg();
         let mut lease = None;
-        take("k", &mut lease, &w("a"), 7, at(0), &c).unwrap();
+        take("k", &mut lease, &w("a"), 7, at(0), &c, None).unwrap();
         let a = Holder::of(lease.as_ref().unwrap());
         // a's release (write 8) lands; its response is lost; b claims.
         let l = lease.as_mut().unwrap();
         l.last_write = 8;
         l.released_at = Some(at(5));
-        take("k", &mut lease, &w("b"), 9, at(6), &c).unwrap();
+        take("k", &mut lease, &w("b"), 9, at(6), &c, None).unwrap();
         assert!(
             matches!(check_holder("k", lease.as_ref(), &a, 8), Err(Error::Fenced { landed: true, .. })),
             "fenced, but a's write 8 landed"

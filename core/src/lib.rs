@@ -80,6 +80,7 @@
 extern crate alloc;
 
 pub mod codec;
+pub mod deadline;
 pub mod doc;
 mod error;
 #[cfg(feature = "testing")]
@@ -99,6 +100,7 @@ pub mod time;
 pub mod vectors;
 pub mod view;
 
+pub use deadline::{Deadline, Distrust, Pace, MAX_INVOCATION};
 pub use doc::{Document, ErrorLog, ErrorRecord, Limits, PartitionDoc, PipelineDoc, StatusKind, StepStatus, FORMAT_VERSION};
 pub use error::{Error, ErrorKind};
 pub use generation::{check_claim, Adoption, ClaimCheck, CommitReset, ResetScope};
@@ -107,7 +109,7 @@ pub use lease::{Holder, Lease, LeaseConfig, LeaseStatus, StopRequest};
 pub use ops::{Claim, Create, Operator, PipelineProgress, RequestStop, Restore, Work, Write};
 pub use plan::{Dependency, DependencyKind, StepPlan};
 pub use protocol::{Action, Committed, Config, Context, Drive, Mutation, Object, Request, Response, RetryPolicy, Update, Version};
-pub use schedule::{schedule, PartitionReadiness, Readiness, Schedule, SchedulePolicy, StepReadiness};
+pub use schedule::{handoff, schedule, PartitionReadiness, Readiness, Schedule, SchedulePolicy, StepReadiness};
 pub use session::{Session, SessionWrite, Written};
 pub use step::{Finish, Progress, StepAction};
 pub use time::Timestamp;

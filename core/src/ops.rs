@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::generation::Adoption;
 use crate::id::{StepId, WorkerId};
 use crate::lease::{
-    check_holder, ensure_trusted, take, Holder, HolderCheck, Lease, LeaseConfig, LeaseStatus, StopRequest, PREVIOUS_HOLDERS,
+    capped, check_holder, ensure_trusted, take, Holder, HolderCheck, Lease, LeaseConfig, LeaseStatus, StopRequest, PREVIOUS_HOLDERS,
 };
 use crate::protocol::{Context, Mutation};
 use crate::step::{Finish, Progress};
@@ -120,6 +120,10 @@ pub struct Claim<D> {
     /// partition behind it is reset to it first ([`crate::generation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt: Option<Adoption>,
+    /// The claimer's hard deadline ([`crate::deadline`]): the lease ends
+    /// there at the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
     #[serde(skip)]
     _doc: PhantomData<D>,
 }
@@ -127,7 +131,13 @@ pub struct Claim<D> {
 impl<D> Claim<D> {
     /// A claim by `worker_id` that adopts no reset.
     pub fn new(worker_id: WorkerId, write_id: u64) -> Self {
-        Claim { worker_id, write_id, adopt: None, _doc: PhantomData }
+        Claim { worker_id, write_id, adopt: None, deadline: None, _doc: PhantomData }
+    }
+
+    /// The same claim by a holder that must be done by `deadline`
+    /// ([`crate::deadline`]): the lease ends there at the latest.
+    pub fn with_deadline(self, deadline: Timestamp) -> Self {
+        Claim { deadline: Some(deadline), ..self }
     }
 
     /// The same claim, catching the partition up with `to` first.
@@ -148,7 +158,7 @@ impl<D: Work> Mutation for Claim<D> {
             doc.adopt(to, ctx.now);
         }
         doc.start(ctx.now)?;
-        take(key, doc.lease_mut(), &self.worker_id, self.write_id, ctx.now, &ctx.config.lease).map(|()| true)
+        take(key, doc.lease_mut(), &self.worker_id, self.write_id, ctx.now, &ctx.config.lease, self.deadline).map(|()| true)
     }
 }
 
@@ -168,28 +178,31 @@ pub struct Write<D: Work> {
     /// Ends the work with this write; the lease is released.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish: Option<Finish>,
+    /// The holder's hard deadline: the extension stops there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
 }
 
 impl<D: Work> Write<D> {
     /// Records progress and extends the lease.
     pub fn checkpoint(holder: Holder, write_id: u64, progress: D::Progress) -> Self {
-        Write { holder, write_id, progress, finish: None }
+        Write { holder, write_id, progress, finish: None, deadline: None }
     }
     /// Extends the lease, recording nothing.
     pub fn heartbeat(holder: Holder, write_id: u64) -> Self {
-        Write { holder, write_id, progress: D::Progress::default(), finish: None }
+        Write { holder, write_id, progress: D::Progress::default(), finish: None, deadline: None }
     }
     /// Records progress and gives the partition back unfinished.
     pub fn release(holder: Holder, write_id: u64, progress: D::Progress) -> Self {
-        Write { holder, write_id, progress, finish: Some(Finish::Release) }
+        Write { holder, write_id, progress, finish: Some(Finish::Release), deadline: None }
     }
     /// Records progress and completes the partition.
     pub fn complete(holder: Holder, write_id: u64, progress: D::Progress) -> Self {
-        Write { holder, write_id, progress, finish: Some(Finish::Complete) }
+        Write { holder, write_id, progress, finish: Some(Finish::Complete), deadline: None }
     }
     /// Records progress and fails the partition with `error`.
     pub fn fail(holder: Holder, write_id: u64, progress: D::Progress, error: String, retryable: bool) -> Self {
-        Write { holder, write_id, progress, finish: Some(Finish::Fail { error, retryable }) }
+        Write { holder, write_id, progress, finish: Some(Finish::Fail { error, retryable }), deadline: None }
     }
 }
 
@@ -212,7 +225,8 @@ impl<D: Work> Mutation for Write<D> {
         if finish.is_some() {
             lease.released_at = Some(ctx.now);
         } else {
-            lease.expires_at = ctx.now.plus(lease.ttl_ms.map_or(ctx.config.lease.ttl, core::time::Duration::from_millis));
+            let ttl = lease.ttl_ms.map_or(ctx.config.lease.ttl, core::time::Duration::from_millis);
+            lease.expires_at = capped(ctx.now.plus(ttl), self.deadline);
         }
         Ok(true)
     }

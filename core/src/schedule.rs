@@ -325,6 +325,30 @@ pub fn schedule(
     Schedule { status, current_step, frontier, claimable, steps }
 }
 
+/// What to start once `completed` is done: the partitions of the steps
+/// that depend on its step — its own shard for an aligned dependency,
+/// every partition for a barrier — that `schedule` (computed after the
+/// completion was stored) finds ready. A Lambda hands these off to new
+/// invocations; two upstream partitions completing at once may both name
+/// the same downstream one, and the second claim finds it held.
+pub fn handoff(pipeline: &PipelineDoc, schedule: &Schedule, completed: &PartitionId) -> Vec<PartitionId> {
+    let downstream = pipeline
+        .steps
+        .iter()
+        .flat_map(|plan| plan.after.iter().filter(|dep| dep.step_id == completed.step_id).map(move |dep| (plan, dep.kind)));
+    let mut ready = Vec::new();
+    for (plan, kind) in downstream {
+        let Some(step) = schedule.steps.iter().find(|s| s.step_id == plan.step_id) else { continue };
+        for p in &step.partitions {
+            let follows = kind == DependencyKind::Barrier || p.partition.shard == completed.shard;
+            if follows && p.readiness.is_ready() && !ready.contains(&p.partition) {
+                ready.push(p.partition.clone());
+            }
+        }
+    }
+    ready
+}
+
 /// The readiness of one stored partition, its upstream steps judged already.
 fn judge(
     pipeline: &PipelineDoc,

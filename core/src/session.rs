@@ -95,6 +95,8 @@ pub struct Session<D: Work = PartitionDoc> {
     /// The lease passed to someone else (we were fenced, or our last write
     /// landed just before a takeover): nothing more may be written.
     taken: bool,
+    /// A hard deadline no write extends the lease past ([`crate::deadline`]).
+    deadline: Option<Timestamp>,
 }
 
 impl<D: Work> Session<D> {
@@ -109,7 +111,20 @@ impl<D: Work> Session<D> {
             in_flight: None,
             last_stored_at: now,
             taken: false,
+            deadline: None,
         }
+    }
+
+    /// The same session for a holder that must be done by `deadline` (a
+    /// Lambda invocation): no write extends the lease past it. Pair with a
+    /// claim made [`crate::Claim::with_deadline`].
+    pub fn with_deadline(self, deadline: Timestamp) -> Self {
+        Session { deadline: Some(deadline), ..self }
+    }
+
+    /// The hard deadline writes are capped at, if any.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        self.deadline
     }
 
     /// Resumes the session of `worker` from a fresh read, for short-lived
@@ -125,9 +140,17 @@ impl<D: Work> Session<D> {
     ) -> Result<Self, Error> {
         let key = key.into();
         match doc.lease() {
-            Some(l) if &l.worker_id == worker && l.is_open() => {
-                Ok(Session { key, doc, version, config, unresolved: None, in_flight: None, last_stored_at: now, taken: false })
-            }
+            Some(l) if &l.worker_id == worker && l.is_open() => Ok(Session {
+                key,
+                doc,
+                version,
+                config,
+                unresolved: None,
+                in_flight: None,
+                last_stored_at: now,
+                taken: false,
+                deadline: None,
+            }),
             other => {
                 let holder = other.filter(|l| l.is_open()).map(|l| l.worker_id.clone());
                 let held_once = other.is_some_and(|l| &l.worker_id == worker || l.previous.iter().any(|h| &h.worker_id == worker));
@@ -223,7 +246,13 @@ impl<D: Work> Session<D> {
             // may not be written.
             return if finishing { Action::Done(Ok(Written { landed: false, stop: None, requests })) } else { self.fenced() };
         }
-        let write = Write { holder: Holder::of(self.lease()), write_id: intent.write_id, progress: intent.progress, finish: intent.finish };
+        let write = Write {
+            holder: Holder::of(self.lease()),
+            write_id: intent.write_id,
+            progress: intent.progress,
+            finish: intent.finish,
+            deadline: self.deadline,
+        };
         self.unresolved = Some(write.clone());
         let update = Update::from_cached(&self.key, write, self.config, self.doc.clone(), self.version.clone());
         self.launch(Phase::Write, update, now, requests)
