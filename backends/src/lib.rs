@@ -11,9 +11,13 @@
 //! - [`HttpStore`]: a running `oxiflow serve`.
 //!
 //! All pass the one conformance suite (`conformance`, feature `testing`).
+//!
+//! [`config`] reads `.oxiflow/config.yaml` and `OXIFLOW_*` as the `oxiflow`
+//! command does, for every program that wants the same store.
 
 mod admin;
 mod claims;
+pub mod config;
 #[cfg(feature = "testing")]
 pub mod conformance;
 #[cfg(feature = "testing")]

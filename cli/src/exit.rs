@@ -70,7 +70,7 @@ pub(crate) fn kind(error: &anyhow::Error) -> Option<ErrorKind> {
         Some(e.kind())
     } else if let Some(e) = error.downcast_ref::<oxiflow_core::Error>() {
         Some(e.kind())
-    } else if error.downcast_ref::<crate::config::ConfigError>().is_some() || error.downcast_ref::<Usage>().is_some() {
+    } else if error.downcast_ref::<oxiflow_backends::config::ConfigError>().is_some() || error.downcast_ref::<Usage>().is_some() {
         Some(ErrorKind::Invalid)
     } else if error.downcast_ref::<Missing>().is_some() {
         Some(ErrorKind::NotFound)

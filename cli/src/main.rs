@@ -2,12 +2,10 @@
 
 mod args;
 mod commands;
-mod config;
 mod exit;
 mod output;
 mod plan;
 mod progress;
-mod state_manager;
 
 use std::process::ExitCode;
 
@@ -70,7 +68,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let cwd = std::env::current_dir()?;
-    let settings = config::load(&cwd, cli.config.as_deref(), cli.backend.as_deref(), &|k| std::env::var(k).ok())?;
+    let settings = oxiflow_backends::config::load(&cwd, cli.config.as_deref(), cli.backend.as_deref(), &|k| std::env::var(k).ok())?;
     let mut ctx = Ctx { settings, json: cli.json };
     match &cli.command {
         Command::Demo(a) => demo::run(&mut ctx, a).await,

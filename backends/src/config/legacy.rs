@@ -89,7 +89,7 @@ pub(crate) struct Mapped {
 pub(crate) fn chosen(section: &Mapping, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<&'static str>, String> {
     let backend = match section.get("backend") {
         None | Some(Value::Null) => "auto".to_string(),
-        Some(Value::String(s)) => crate::config::expand(s, env)?,
+        Some(Value::String(s)) => super::expand(s, env)?,
         Some(other) => return Err(format!("{KEY}.backend: {other:?} is not one of auto, file, nfs, redis, http")),
     };
     match backend.as_str() {
@@ -139,7 +139,7 @@ fn auto(section: &Mapping, env: &dyn Fn(&str) -> Option<String>) -> Result<Optio
     }
 }
 
-/// The `${VAR}` names in the string values under `v`, as [`crate::config::expand`] reads them.
+/// The `${VAR}` names in the string values under `v`, as [`super::expand`] reads them.
 fn variables(v: &Value, out: &mut Vec<String>) {
     match v {
         Value::String(text) => {

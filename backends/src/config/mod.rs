@@ -1,35 +1,83 @@
-//! Configuration: `.oxiflow/config.yaml` (found by walking up from the
-//! current directory), overridden by `OXIFLOW_*` environment variables, then
-//! by flags. String values may use `${VAR}` and `${VAR:-default}`.
+//! Configuration, as the `oxiflow` command and the Python package read it:
+//! `.oxiflow/config.yaml` (found by walking up from the current directory),
+//! overridden by `OXIFLOW_*` environment variables, then by the caller's
+//! own values (flags, arguments). String values may use `${VAR}` and
+//! `${VAR:-default}`.
 //!
 //! With nothing configured, state lives in `.oxiflow/state` on the local
 //! disk: the embedded default. The original shape, `state_manager:`, is
-//! accepted too (`state_manager.rs`); one file holds one of the two.
+//! accepted too (`legacy.rs`); one file holds one of the two.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let cwd = std::env::current_dir()?;
+//! let settings = oxiflow_backends::config::load(&cwd, None, None, &|k| std::env::var(k).ok())?;
+//! let state = settings.open()?; // a StateManager over the configured store
+//! # Ok(()) }
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use oxiflow_backends::{ObjectStoreOptions, OpenOptions, StateManager};
-use oxiflow_core::Config as CoreConfig;
+use oxiflow_core::{Config as CoreConfig, ErrorKind};
 use serde::Deserialize;
 
-use crate::state_manager::{self as legacy, StateManagerSection};
+use self::legacy::StateManagerSection;
+use crate::{ObjectStoreOptions, OpenOptions, StateManager};
 
-/// A configuration problem, with where it is.
+mod legacy;
+
+/// A configuration problem, with where it is. Always the caller's to fix
+/// ([`ErrorKind::Invalid`], exit 2 in the CLI).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ConfigError {
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file is not YAML.
     #[error("{file}:{line}:{column}: {message}")]
-    Syntax { file: String, line: usize, column: usize, message: String },
+    Syntax {
+        /// The config file.
+        file: String,
+        /// Where, 1-based (0 when unknown).
+        line: usize,
+        /// Where, 1-based (0 when unknown).
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is wrong: unknown field, bad duration, two shapes at once, ….
     #[error("{file}: {message}")]
-    Invalid { file: String, message: String },
-    /// The reason is text, not a source: it is printed once.
+    Invalid {
+        /// The config file, or "(no config file)".
+        file: String,
+        /// What is wrong, and the fix.
+        message: String,
+    },
+    /// The file cannot be read. The reason is text, not a source: it is printed once.
     #[error("cannot read {file}: {reason}")]
-    Read { file: String, reason: String },
+    Read {
+        /// The config file.
+        file: String,
+        /// The operating system's error.
+        reason: String,
+    },
+    /// An `OXIFLOW_*` variable is wrong.
     #[error("environment variable {var}: {message}")]
-    Env { var: String, message: String },
+    Env {
+        /// The variable's name.
+        var: String,
+        /// What is wrong with its value.
+        message: String,
+    },
     /// The store location (flag, variable or file) names no store.
     #[error(transparent)]
-    Location(oxiflow_backends::Error),
+    Location(crate::Error),
+}
+
+impl ConfigError {
+    /// Always [`ErrorKind::Invalid`]: the configuration is the caller's to fix.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Invalid
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,13 +124,17 @@ struct KeepLast {
 
 /// Everything resolved: where the state is and how to treat it.
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+#[non_exhaustive]
+pub struct Settings {
     /// The store URL (`file:///…`, `s3://…`, `memory://`).
     pub url: String,
     /// The config file used, if any.
     pub config_file: Option<PathBuf>,
+    /// Leases, retries, limits: what the core's operations run with.
     pub core: CoreConfig,
+    /// `state.history.keep_last`: copies kept per partition (0: none).
     pub history_keep_last: usize,
+    /// `state.endpoint`, `allow_http`, `region` for S3-compatible stores.
     pub object: ObjectStoreOptions,
     /// `state_manager.http.auth_token` (`OXIFLOW_TOKEN` overrides it).
     pub http_token: Option<String>,
@@ -100,7 +152,7 @@ const CONFIG_FILE: &str = "config.yaml";
 
 /// `${VAR}` and `${VAR:-default}` in `text`, from `env`. An unset variable
 /// without a default is an error naming it.
-pub(crate) fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+pub fn expand(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -160,7 +212,14 @@ fn env_duration(var: &str, value: &str) -> Result<Duration, ConfigError> {
 }
 
 /// Resolves settings from the file, the environment and the flags.
-pub(crate) fn load(
+///
+/// `cwd`: where to start looking for `.oxiflow/config.yaml` (and what a
+/// relative `config_flag` is relative to); `config_flag`: a config file to
+/// use instead (`--config`; else `OXIFLOW_CONFIG`, else the search);
+/// `backend_flag`: a store URL or path overriding `OXIFLOW_BACKEND` and the
+/// file (`--backend`); `env`: the environment (`std::env::var` in
+/// programs, a table in tests).
+pub fn load(
     cwd: &Path,
     config_flag: Option<&Path>,
     backend_flag: Option<&str>,
@@ -228,17 +287,17 @@ pub(crate) fn load(
     let url = backend_flag.map(str::to_string).or_else(|| pick("OXIFLOW_BACKEND", section.url.clone()));
     let url = match url {
         None => format!("file://{}", root.join(CONFIG_DIR).join("state").display()),
-        Some(location) => oxiflow_backends::resolve(&location, &root).map_err(ConfigError::Location)?,
+        Some(location) => crate::resolve(&location, &root).map_err(ConfigError::Location)?,
     };
     if let Some(kind) = pick("OXIFLOW_BACKEND_KIND", section.backend.clone()) {
         let scheme = url.split("://").next().unwrap_or_default();
-        if kind != "auto" && !oxiflow_backends::KINDS.contains(&kind.as_str()) {
+        if kind != "auto" && !crate::KINDS.contains(&kind.as_str()) {
             return Err(ConfigError::Invalid {
                 file: name,
-                message: format!("state.backend: unknown backend {kind:?} (auto, {})", oxiflow_backends::KINDS.join(", ")),
+                message: format!("state.backend: unknown backend {kind:?} (auto, {})", crate::KINDS.join(", ")),
             });
         }
-        if kind != "auto" && !oxiflow_backends::schemes_of(&kind).contains(&scheme) {
+        if kind != "auto" && !crate::schemes_of(&kind).contains(&scheme) {
             return Err(ConfigError::Invalid { file: name, message: format!("state.backend is {kind} but the URL {url} is {scheme}://") });
         }
     }
@@ -296,22 +355,21 @@ pub(crate) fn load(
 }
 
 impl Settings {
-    /// Opens the store the settings point at (`oxiflow_backends::open_store`).
-    pub(crate) fn open(&self) -> anyhow::Result<StateManager> {
+    /// Opens the store the settings point at ([`crate::open_store`]).
+    pub fn open(&self) -> crate::Result<StateManager> {
         // A remote `oxiflow serve`'s token: OXIFLOW_TOKEN, else the config file.
         let http_token = std::env::var("OXIFLOW_TOKEN").ok().filter(|t| !t.is_empty()).or_else(|| self.http_token.clone());
-        let store = oxiflow_backends::open_store(&self.url, &OpenOptions { object: self.object.clone(), http_token })?;
+        let store = crate::open_store(&self.url, &OpenOptions { object: self.object.clone(), http_token })?;
         Ok(StateManager::new(store, self.core).with_history(self.history_keep_last))
     }
 
     /// These settings pointed at another store: a URL, or a path relative
-    /// to the current directory (`state copy --to`).
-    pub(crate) fn at(&self, location: &str) -> anyhow::Result<Settings> {
-        let url = oxiflow_backends::resolve(location, &std::env::current_dir()?)?;
+    /// to `base` (`state copy --to`: the current directory).
+    pub fn at(&self, location: &str, base: &Path) -> crate::Result<Settings> {
+        let url = crate::resolve(location, base)?;
         Ok(Settings { url, ..self.clone() })
     }
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

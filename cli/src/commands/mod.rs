@@ -16,8 +16,8 @@ use oxiflow_backends::StateManager;
 use oxiflow_core::{LeaseStatus, PartitionDoc, PartitionId, PipelineDoc, PipelineId, Timestamp, WorkerId};
 use serde::Serialize;
 
-use crate::config::Settings;
 use crate::exit::Missing;
+use oxiflow_backends::config::Settings;
 
 /// What every command gets.
 pub(crate) struct Ctx {
@@ -27,7 +27,7 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub(crate) fn manager(&self) -> anyhow::Result<StateManager> {
-        self.settings.open()
+        Ok(self.settings.open()?)
     }
 }
 

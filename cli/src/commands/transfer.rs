@@ -58,7 +58,7 @@ struct Copied {
 
 pub(crate) async fn copy(ctx: &Ctx, to: &str, pipelines: &[String], replace: bool, force: bool) -> anyhow::Result<()> {
     let source = ctx.manager()?;
-    let target = ctx.settings.at(to)?.open()?;
+    let target = ctx.settings.at(to, &std::env::current_dir()?)?.open()?;
     let ids = pipelines.iter().map(|p| pipeline_id(p)).collect::<anyhow::Result<Vec<_>>>()?;
     let all = if ids.is_empty() { source.list_pipelines().await? } else { ids };
     let bar = (!ctx.json).then(|| crate::progress::bar(all.len() as u64, "copying"));
