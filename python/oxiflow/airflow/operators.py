@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleExcept
 
 import oxiflow
 from oxiflow.airflow.batches import Batch, Cursor, StepResult, run_batches, worker_id
-from oxiflow.airflow.progress import make_state, partition_readiness
+from oxiflow.airflow.progress import ensure_pipeline, make_state, partition_readiness
 from oxiflow.airflow.triggers import OxiflowStepTrigger
 
 BatchCallable = Callable[[Cursor, Context], "Batch | None"]
@@ -57,6 +57,9 @@ class OxiflowStepOperator(BaseOperator):
     The result (XCom) is ``{pipeline, partition, batches, records, bookmark,
     completed}`` for this try.
 
+    ``create_with`` (the pipeline's steps, as ``State.create_pipeline``
+    takes them) creates the pipeline when it does not exist yet.
+
     Store settings: ``state_url`` and ``state_options`` (passed to
     ``oxiflow.State``); without them, ``.oxiflow/config.yaml`` and
     ``OXIFLOW_*`` as for the CLI.
@@ -78,6 +81,7 @@ class OxiflowStepOperator(BaseOperator):
         wait_interval: timedelta | float = 30.0,
         deferrable: bool = False,
         max_batches: int | None = None,
+        create_with: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -93,6 +97,7 @@ class OxiflowStepOperator(BaseOperator):
         self.wait_interval = _seconds(wait_interval)
         self.deferrable = deferrable
         self.max_batches = max_batches
+        self.create_with = list(create_with) if create_with is not None else None
 
     def _state(self) -> oxiflow.State:
         return make_state(self.state_url, self.state_options)
@@ -101,7 +106,14 @@ class OxiflowStepOperator(BaseOperator):
         state = self._state()
         worker = self.worker or airflow_worker_id(context)
         try:
-            lease = state.claim(self.pipeline, self.partition, worker=worker, ttl=self.ttl)
+            try:
+                lease = state.claim(self.pipeline, self.partition, worker=worker, ttl=self.ttl)
+            except oxiflow.NotFound:
+                if self.create_with is None:
+                    raise
+                if ensure_pipeline(state, self.pipeline, self.create_with):
+                    self.log.info("created pipeline %s", self.pipeline)
+                lease = state.claim(self.pipeline, self.partition, worker=worker, ttl=self.ttl)
         except (oxiflow.LeaseHeld, oxiflow.NotReady, oxiflow.Conflict, oxiflow.InvalidInput) as err:
             return self._not_claimed(state, err)
         self.log.info(

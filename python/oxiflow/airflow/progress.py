@@ -134,3 +134,20 @@ def partition_readiness(view: Mapping[str, Any], partition: str) -> tuple[str, s
                 status = status_name(part["status"]) if part.get("current_run", True) else "pending"
                 return status, word
     raise oxiflow.NotFound(f"pipeline {view.get('pipeline_id')!r} has no partition {partition!r}")
+
+
+def ensure_pipeline(state: oxiflow.State, pipeline: str, steps: Any) -> bool:
+    """Create ``pipeline`` with ``steps`` unless it exists; True when this call created it.
+
+    An existing pipeline is left as it is (its plan is not compared).
+    """
+    try:
+        state.view(pipeline)
+        return False
+    except oxiflow.NotFound:
+        pass
+    try:
+        state.create_pipeline(pipeline, steps=steps)
+        return True
+    except oxiflow.Conflict:
+        return False  # created by someone else meanwhile
