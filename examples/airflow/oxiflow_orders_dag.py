@@ -30,11 +30,7 @@ from oxiflow.airflow import Batch, Cursor, OxiflowStepOperator
 
 ORDERS = 100
 BATCH_SIZE = 10
-STEPS: list[Any] = [
-    {"step_id": "extract"},
-    {"step_id": "transform", "after": [{"step_id": "extract"}]},
-    {"step_id": "load", "after": [{"step_id": "transform"}]},
-]
+STEPS = ["extract", "transform", "load"]  # a chain: each step waits for the one before
 DATA = Path(os.environ.get("OXIFLOW_EXAMPLE_DATA", "/tmp/oxiflow-example"))
 
 

@@ -14,8 +14,6 @@ completes. Run it::
     dagster dev -f examples/dagster/oxiflow_assets.py
 """
 
-from __future__ import annotations
-
 import json
 import os
 from pathlib import Path
@@ -37,7 +35,7 @@ from oxiflow.dagster import Batch, Cursor, OxiflowResource, oxiflow_step_sensor
 
 ORDERS = 100
 BATCH_SIZE = 10
-STEPS: list[Any] = [{"step_id": "extract"}, {"step_id": "transform", "after": [{"step_id": "extract"}]}]
+STEPS = ["extract", "transform"]  # transform waits for extract
 DATA = Path(os.environ.get("OXIFLOW_EXAMPLE_DATA", "/tmp/oxiflow-example"))
 
 
@@ -73,7 +71,7 @@ def orders_extract(context: AssetExecutionContext, config: StepConfig, oxiflow: 
         rows = [{"id": f"order-{i:04d}", "cents": i * 125} for i in ids]
         return _write(config.pipeline, cursor, rows, config.fail_at_batch)
 
-    result = oxiflow.run_step(config.pipeline, "extract", batch, run_id=context.run_id, create_with=STEPS)
+    result = oxiflow.run_step(config.pipeline, "extract", batch, run_id=context.run.run_id, create_with=STEPS)
     return MaterializeResult(metadata=result.as_dict())
 
 
@@ -83,7 +81,7 @@ def orders_transform(context: AssetExecutionContext, config: StepConfig, oxiflow
         rows = [{**r, "eur": r["cents"] / 100} for r in _read_after(config.pipeline, "extract", cursor.bookmark)]
         return _write(config.pipeline, cursor, rows, config.fail_at_batch)
 
-    result = oxiflow.run_step(config.pipeline, "transform", batch, run_id=context.run_id, create_with=STEPS)
+    result = oxiflow.run_step(config.pipeline, "transform", batch, run_id=context.run.run_id, create_with=STEPS)
     return MaterializeResult(metadata=result.as_dict())
 
 

@@ -167,7 +167,7 @@ def test_operator_reschedules_or_defers_while_the_lease_is_held(airflow_env: dic
 
     pipeline = f"held-{uuid.uuid4().hex[:8]}"
     state = oxiflow.State()
-    state.create_pipeline(pipeline, steps=[{"step_id": "only"}])
+    state.create_pipeline(pipeline, steps=["only"])
     holder = state.claim(pipeline, "only", worker="someone-else")
 
     calls: list[str | None] = []
@@ -216,7 +216,7 @@ def test_sensor_pokes_until_the_step_completes_and_fails_fast_on_a_failed_step(a
 
     pipeline = f"sense-{uuid.uuid4().hex[:8]}"
     state = oxiflow.State()
-    state.create_pipeline(pipeline, steps=[{"step_id": "a"}, {"step_id": "b", "after": [{"step_id": "a"}]}])
+    state.create_pipeline(pipeline, steps=["a", "b"])
     on_a = OxiflowStepSensor(task_id="wait_a", pipeline=pipeline, step="a", mode="reschedule", poke_interval=5)
     on_all = OxiflowStepSensor(task_id="wait_all", pipeline=pipeline, deferrable=True, poke_interval=5)
     ctx = fake_context("wait")
@@ -270,8 +270,12 @@ def test_state_store_backend_is_what_airflow_resolves(airflow_env: dict[str, str
 
     key = backend.object_key(task, "k")
     assert key.startswith("airflow-state/task/") and ".." not in key and "//" not in key
-    for odd in ("manual__2026-01-01T00:00:00+00:00", "a/b", "..", "ünï", "x.y"):
-        assert decode_segment(encode_segment(odd)) == odd
+    for odd in ("manual__2026-01-01T00:00:00+00:00", "a/b", "..", ".x", "ünï", "x.y", "_5F"):
+        encoded = encode_segment(odd)
+        assert decode_segment(encoded) == odd and not encoded.startswith(".") and ".." not in encoded
+    long_a, long_b = encode_segment("d" * 300), encode_segment("d" * 299 + "e")
+    assert long_a != long_b and len(long_a) <= 255
+    backend.set(TaskScope(dag_id="d" * 250, run_id="r" * 250, task_id="t" * 250), "k" * 250, "1")
 
     backend.delete(task, "k2")
     backend.delete(task, "never-set")  # no-op

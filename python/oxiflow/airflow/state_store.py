@@ -31,6 +31,7 @@ narrower than a counter's safety; see ``docs/orchestrators.md``:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import time
@@ -50,26 +51,34 @@ DEFAULT_PREFIX = "airflow/state-store"
 MAX_ATTEMPTS = 200
 """Conflicts one write retries before giving up with ``oxiflow.Conflict`` (each conflict is another writer's success)."""
 
-_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
+_LONGEST = 200
 
 
 def encode_segment(value: str) -> str:
-    """One key segment in ``[A-Za-z0-9_.-]``: other bytes (``.`` included) become ``.XX`` (hex).
+    """One key segment for ``oxiflow.Store``: letters, digits and ``-`` kept, every other byte ``_XX`` (hex).
 
-    Reversible and deterministic, and safe for every oxiflow store (object
-    keys, file names, Redis keys): no ``/``, no ``..``, no leading dot of its own.
+    Deterministic and, up to 200 characters, reversible (:func:`decode_segment`);
+    never empty, never starting with ``.``, never containing ``..``. A longer
+    encoding is cut to 150 characters plus ``.`` and a SHA-256 of the value
+    (``.`` appears in no other encoding, so the two kinds never collide).
     """
     if not value:
         raise ValueError("an empty name cannot be a state store key segment")
-    return "".join(c if c in _SAFE else "".join(f".{b:02X}" for b in c.encode()) for c in value)
+    encoded = "".join(c if c in _SAFE else "".join(f"_{b:02X}" for b in c.encode()) for c in value)
+    if len(encoded) > _LONGEST:
+        encoded = f"{encoded[:150]}.{hashlib.sha256(value.encode()).hexdigest()}"
+    return encoded
 
 
 def decode_segment(segment: str) -> str:
-    """The inverse of :func:`encode_segment`."""
+    """The inverse of :func:`encode_segment` (not for a hashed long segment)."""
+    if "." in segment:
+        raise ValueError(f"{segment!r} is a hashed long segment: it cannot be decoded")
     out = bytearray()
     i = 0
     while i < len(segment):
-        if segment[i] == ".":
+        if segment[i] == "_":
             out.append(int(segment[i + 1 : i + 3], 16))
             i += 3
         else:

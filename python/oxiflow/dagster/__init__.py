@@ -158,8 +158,11 @@ def oxiflow_step_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         required_resource_keys={resource_key},
     )
-    def _sensor(context: SensorEvaluationContext) -> SensorResult:
-        resource: OxiflowResource = getattr(context.resources, resource_key)
+    def _sensor(context: SensorEvaluationContext, **resources: Any) -> SensorResult:
+        # Dagster passes the required resources as keyword arguments
+        resource = resources.get(resource_key) or getattr(context.resources, resource_key)
+        if not isinstance(resource, OxiflowResource):
+            raise TypeError(f"resource {resource_key!r} is a {type(resource).__name__}, not an OxiflowResource")
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
         try:
             view = resource.view(pipeline)
