@@ -39,7 +39,7 @@ STEPS = ["extract", "transform"]  # transform waits for extract
 DATA = Path(os.environ.get("OXIFLOW_EXAMPLE_DATA", "/tmp/oxiflow-example"))
 
 
-class StepConfig(Config):  # type: ignore[misc]
+class StepConfig(Config):
     pipeline: str = "orders-dagster"
     fail_at_batch: int = 0
     """Crash after writing this batch, before its checkpoint (0: never)."""
@@ -64,7 +64,7 @@ def _read_after(pipeline: str, step: str, bookmark: str | None) -> list[dict[str
 
 
 @asset
-def orders_extract(context: AssetExecutionContext, config: StepConfig, oxiflow: OxiflowResource) -> MaterializeResult:
+def orders_extract(context: AssetExecutionContext, config: StepConfig, oxiflow: OxiflowResource) -> MaterializeResult[None]:
     def batch(cursor: Cursor) -> Batch | None:
         start = int(cursor.bookmark.split("-")[1]) if cursor.bookmark else 0
         ids = range(start + 1, min(start + BATCH_SIZE, ORDERS) + 1)
@@ -76,7 +76,7 @@ def orders_extract(context: AssetExecutionContext, config: StepConfig, oxiflow: 
 
 
 @asset(deps=[orders_extract])
-def orders_transform(context: AssetExecutionContext, config: StepConfig, oxiflow: OxiflowResource) -> MaterializeResult:
+def orders_transform(context: AssetExecutionContext, config: StepConfig, oxiflow: OxiflowResource) -> MaterializeResult[None]:
     def batch(cursor: Cursor) -> Batch | None:
         rows = [{**r, "eur": r["cents"] / 100} for r in _read_after(config.pipeline, "extract", cursor.bookmark)]
         return _write(config.pipeline, cursor, rows, config.fail_at_batch)

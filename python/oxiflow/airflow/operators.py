@@ -158,7 +158,8 @@ class OxiflowStepOperator(BaseOperator):
                 ),
                 method_name="execute_complete",
             )
-        raise AirflowRescheduleException(datetime.now(timezone.utc) + timedelta(seconds=self.wait_interval))
+        until = datetime.now(timezone.utc) + timedelta(seconds=self.wait_interval)
+        raise AirflowRescheduleException(until)  # type: ignore[no-untyped-call]
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Back from the trigger: the partition is claimable (or done, or failed for good)."""

@@ -35,7 +35,7 @@ class OxiflowStepTrigger(BaseTrigger):
         state_options: Mapping[str, Any] | None = None,
         poll_interval: float = 30.0,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         if wait_for not in ("completed", "claimable"):
             raise ValueError(f"wait_for must be 'completed' or 'claimable', not {wait_for!r}")
         if wait_for == "claimable" and target is None:
@@ -93,6 +93,6 @@ class OxiflowStepTrigger(BaseTrigger):
         while True:
             payload = await asyncio.to_thread(self.check, state)
             if payload is not None:
-                yield TriggerEvent(payload)
+                yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
                 return
             await asyncio.sleep(self.poll_interval)

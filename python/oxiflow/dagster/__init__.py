@@ -32,7 +32,7 @@ from oxiflow.airflow.progress import ensure_pipeline, status_name
 __all__ = ["Batch", "Cursor", "OxiflowResource", "StepResult", "completed_steps", "oxiflow_step_sensor"]
 
 
-class OxiflowResource(ConfigurableResource):  # type: ignore[misc]
+class OxiflowResource(ConfigurableResource):  # type: ignore[type-arg]
     """Where the state lives: ``url`` and ``options`` for ``oxiflow.State``.
 
     No ``url`` reads ``.oxiflow/config.yaml`` and ``OXIFLOW_*`` as the CLI does.
