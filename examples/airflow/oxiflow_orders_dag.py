@@ -72,7 +72,10 @@ def transform(cursor: Cursor, context: Context) -> Batch | None:
 
 
 def load(cursor: Cursor, context: Context) -> Batch | None:
-    return _write_batch(context, cursor, _read_after(context, "transform", cursor.bookmark))
+    batch = _write_batch(context, cursor, _read_after(context, "transform", cursor.bookmark))
+    if batch is None:  # all loaded: note it in Airflow's task state (OxiflowStateStoreBackend, if configured)
+        context["task_state_store"].set("loaded", {"through": cursor.bookmark, "batches": cursor.batch_number})
+    return batch
 
 
 with DAG(

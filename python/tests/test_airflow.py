@@ -151,6 +151,12 @@ def test_example_dag_retry_resumes_from_the_bookmark(airflow_env: dict[str, str]
     assert "simulated crash after writing batch 6" in json.dumps(view["recent_errors"])
     assert sum(step_of(view, s)["partitions"][0]["total_errors"] for s in ("extract", "load")) == 0
 
+    # load noted its end in Airflow's task state store: through the Execution API into this backend
+    from airflow.state import TaskScope, get_state_backend
+
+    loaded = get_state_backend().get(TaskScope(dag_id="oxiflow_orders", run_id=run.run_id, task_id="load"), "loaded")
+    assert loaded is not None and json.loads(loaded) == {"through": "order-0100", "batches": 10}
+
     # A re-run of the same DAG with the pipeline completed redoes nothing.
     again = example.dag.test(run_conf={"pipeline": pipeline, "fail_transform_at_batch": 0})
     assert again.state == DagRunState.SUCCESS
