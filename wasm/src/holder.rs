@@ -85,7 +85,7 @@ fn response(json: &str, body: Option<Vec<u8>>) -> Result<Response, JsValue> {
 
 /// Which operation an [`Operation`] drives, as JSON:
 /// `{"create": <partition document>}` (see `newPartition`),
-/// `{"claim": {"worker_id", "write_id"}}`,
+/// `{"claim": {"worker_id", "write_id", "adopt"?, "deadline"?}}` (`deadline`: ms, the lease ends there at the latest),
 /// `{"write": {"holder": {"worker_id", "epoch", "last_write"}, "write_id", "progress": {…}, "finish": "complete" | "release" | {"fail": {…}}}}`,
 /// `{"request_stop": {"worker_id", "requested_by"}}`.
 #[derive(Deserialize)]
@@ -239,20 +239,30 @@ pub struct HolderSession {
 #[wasm_bindgen]
 impl HolderSession {
     /// The session a landed claim starts: `claimed_json` is the claim
-    /// operation's `done.ok` (`{"doc", "version", …}`).
-    pub fn claimed(key: &str, claimed_json: &str, config_json: Option<String>, now_ms: f64) -> Result<HolderSession, JsValue> {
+    /// operation's `done.ok` (`{"doc", "version", …}`). `deadline_ms`: the
+    /// holder's hard deadline (a Lambda invocation's, as judged by
+    /// `judgeDeadline`): no write extends the lease past it. Pair with a
+    /// claim that carried the same `deadline`.
+    pub fn claimed(
+        key: &str,
+        claimed_json: &str,
+        config_json: Option<String>,
+        now_ms: f64,
+        deadline_ms: Option<f64>,
+    ) -> Result<HolderSession, JsValue> {
         let config = config(config_json)?;
         let c: ClaimedJson = from_json("claimed", claimed_json)?;
         if c.doc.lease.is_none() {
             return Err(js_error(Error::InvalidInput { reason: format!("{key}: the document holds no lease to start a session from") }));
         }
         let committed = Committed { doc: c.doc, version: c.version, wrote: c.wrote, requests: c.requests };
-        Ok(HolderSession { session: Session::claimed(key, committed, config, at(now_ms)), body: Vec::new() })
+        Ok(HolderSession { session: bounded(Session::claimed(key, committed, config, at(now_ms)), deadline_ms), body: Vec::new() })
     }
 
     /// Resumes `worker_id`'s session from a fresh read (`doc_json` as
     /// decoded, `version_json` the object's version), for short-lived
     /// processes. Throws `fenced` unless `worker_id` holds the lease.
+    /// `deadline_ms` as for `claimed`.
     pub fn resume(
         key: &str,
         doc_json: &str,
@@ -260,13 +270,14 @@ impl HolderSession {
         worker_id: &str,
         config_json: Option<String>,
         now_ms: f64,
+        deadline_ms: Option<f64>,
     ) -> Result<HolderSession, JsValue> {
         let config = config(config_json)?;
         let doc: PartitionDoc = from_json("document", doc_json)?;
         let version: Version = from_json("version", version_json)?;
         let worker = WorkerId::new(worker_id).map_err(js_error)?;
         let session = Session::resume(key, doc, version, &worker, config, at(now_ms)).map_err(js_error)?;
-        Ok(HolderSession { session, body: Vec::new() })
+        Ok(HolderSession { session: bounded(session, deadline_ms), body: Vec::new() })
     }
 
     /// Begins a write: `progress_json` a `Progress` (`{}` or null: a
@@ -342,10 +353,23 @@ impl HolderSession {
         self.session.trusts(at(now_ms))
     }
 
+    /// The hard deadline (ms) no write extends the lease past, or null.
+    pub fn deadline(&self) -> Option<f64> {
+        self.session.deadline().map(|d| d.as_millis() as f64)
+    }
+
     /// When a heartbeat is due (ms): `heartbeat_interval` after the last stored write.
     #[wasm_bindgen(js_name = heartbeatDue)]
     pub fn heartbeat_due(&self) -> f64 {
         self.session.heartbeat_due().as_millis() as f64
+    }
+}
+
+/// The session under a hard deadline, when one is given.
+fn bounded(session: Session<PartitionDoc>, deadline_ms: Option<f64>) -> Session<PartitionDoc> {
+    match deadline_ms.filter(|d| d.is_finite()) {
+        Some(d) => session.with_deadline(at(d)),
+        None => session,
     }
 }
 

@@ -21,8 +21,13 @@
 //!   partition: unresolved writes replayed first, stop requests honoured),
 //!   driven the same way.
 //!
-//!   These two are feature `holder`: in the Node build, not in the browser
-//!   bundle (the dashboard only reads).
+//! - `judgeDeadline`, `deadlineConfig`, `Pace`, `handoff`, `takeoverAt`:
+//!   holders with a hard deadline (a Lambda invocation): the core's rule
+//!   for trusting a reported deadline, the lease capped there, another
+//!   batch only while the longest fits, what a completion made ready.
+//!
+//!   These are feature `holder`: in the Node build and the npm package's
+//!   browser build, not in the dashboard's bundle (it only reads).
 //! - `runVectors(json)`, `benchCodec(n)`: the shared test vectors and the
 //!   codec bench loop, run inside wasm (feature `testing`: in the Node build,
 //!   not in the browser bundle).
@@ -201,6 +206,10 @@ pub fn run_vectors(json: &str) -> Result<u32, JsValue> {
 }
 
 #[cfg(feature = "holder")]
+mod deadline;
+#[cfg(feature = "holder")]
 mod holder;
+#[cfg(feature = "holder")]
+pub use deadline::{deadline_config, handoff, judge_deadline, takeover_at, JsPace};
 #[cfg(feature = "holder")]
 pub use holder::{adoption, check_claim_js, HolderSession, Operation};

@@ -229,7 +229,7 @@ export type Finish = "release" | "complete" | { fail: { error: string; retryable
 /** The `operation_json` of `new Operation(…)`. */
 export type OperationSpec =
   | { create: PartitionDoc }
-  | { claim: { worker_id: string; write_id: number } }
+  | { claim: { worker_id: string; write_id: number; adopt?: Adoption; /** A hard deadline: the lease ends there at the latest. */ deadline?: Millis } }
   | { write: { holder: Holder; write_id: number; progress?: Progress; finish?: Finish } }
   | { request_stop: { worker_id: string; requested_by: string } };
 
@@ -321,3 +321,24 @@ export type ClaimCheck =
   | { stale: Adoption }
   /** An operator is resetting the pipeline: release, try again after `until`. */
   | { locked: { worker_id: string; until: Millis } };
+
+/** Why a reported deadline was not trusted (`judgeDeadline`). */
+export type Distrust =
+  | { reason: "missing" }
+  /** It had passed already (or was now): a clock that lies, or a duration sent in place of a time. */
+  | { reason: "past"; by_ms: number }
+  /** Further ahead than any invocation runs (15 minutes). */
+  | { reason: "too_far"; ahead_ms: number };
+
+/** What `judgeDeadline` returns: when the holder must be done. */
+export interface JudgedDeadline {
+  /** The lease ends here; nothing may be written after `ends_at − safety_margin`. */
+  ends_at: Millis;
+  /** Set when the reported deadline was not trusted: `ends_at` is one configured lease from now. */
+  distrust?: Distrust;
+  /** `distrust` in words, for the log. */
+  message?: string;
+}
+
+/** What `Pace.measured()` returns. */
+export interface PaceMeasured { longest_ms: number | null; batches: number }
