@@ -111,6 +111,8 @@ class OxiflowStateStoreBackend(BaseStoreBackend):
                 store = oxiflow.State(url).store
         self.store = store
         self.prefix = prefix.strip("/")
+        self.conflicts = 0
+        """Writes this instance retried because another writer changed the key first."""
 
     # --- keys -----------------------------------------------------------
 
@@ -172,6 +174,7 @@ class OxiflowStateStoreBackend(BaseStoreBackend):
             try:
                 self.store.put(object_key, body.encode(), version=version)
             except oxiflow.Conflict:
+                self.conflicts += 1
                 _backoff(attempt)
                 continue
             return value, revision
