@@ -130,6 +130,7 @@ def test_example_dag_retry_resumes_from_the_bookmark(airflow_env: dict[str, str]
         "records": 50,
         "bookmark": "order-0100",
         "completed": True,
+        "skipped": False,
     }
     assert results["extract"]["records"] == results["load"]["records"] == 100
 
@@ -208,7 +209,7 @@ def test_operator_reschedules_or_defers_while_the_lease_is_held(airflow_env: dic
     assert deferrable.execute_complete(fake_context("only", 2), event.payload)["records"] == 3
     assert calls == [None]
     # completed: a later try does not run the callable again
-    assert op.execute(fake_context("only", 3))["completed"] is False
+    assert op.execute(fake_context("only", 3))["skipped"] is True
     assert calls == [None]
 
 
@@ -371,6 +372,10 @@ def test_provider_info_matches_airflow_schema(airflow_env: dict[str, str]) -> No
     schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
     info = get_provider_info()
     jsonschema.validate(info, schema)
+    from airflow.providers_manager import ProvidersManager
+
+    found = ProvidersManager().providers["oxiflow"]  # through the package's entry point
+    assert found.data["package-name"] == "oxiflow" and found.data["config"] == info["config"]
     for group in ("operators", "sensors", "triggers"):
         for module in info[group][0]["python-modules"]:
             importlib.import_module(module)

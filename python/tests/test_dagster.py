@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -21,6 +22,7 @@ from oxiflow.dagster import OxiflowResource, completed_steps, oxiflow_step_senso
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "dagster" / "oxiflow_assets.py"
+OXIFLOW_BIN = ROOT / "target" / "release" / "oxiflow"
 
 
 @pytest.fixture
@@ -93,7 +95,7 @@ def test_assets_resume_after_a_failed_run(s3: dict[str, str]) -> None:
     (ran_again,) = second.asset_materializations_for_node("orders_transform")
     assert ran_again.metadata["batches"].value == 7 and ran_again.metadata["records"].value == 70
     (skipped,) = second.asset_materializations_for_node("orders_extract")
-    assert skipped.metadata["completed"].value is False and skipped.metadata["records"].value == 0
+    assert skipped.metadata["skipped"].value is True and skipped.metadata["records"].value == 0
 
     view = oxiflow.State().view(pipeline)
     for step in ("extract", "transform"):
@@ -155,10 +157,21 @@ def test_sensor_requests_one_run_per_completed_step(s3: dict[str, str]) -> None:
     assert json.loads(cursor or "{}") == {"a": a_key, "b": b_key}
     assert completed_steps(state.view(pipeline)) == {"a": a_key, "b": b_key}
 
+    # an operator resets b (the CLI, as a separate process): one more request once it completes again
+    reset = subprocess.run([str(OXIFLOW_BIN), "state", "reset", pipeline, "--step", "b", "--json"], capture_output=True, text=True)
+    assert reset.returncode == 0, reset.stderr
+    assert tick() == []
+    with state.claim(pipeline, "b", worker="w") as lease:
+        lease.complete()
+    (b_again,) = tick()
+    assert b_again != b_key and b_again.startswith(f"{pipeline}:{run_id}:b:")
+    assert tick() == []
+    assert requested == [a_key, b_key, b_again]
+
     # the request carries what the downstream job needs to know
     fresh = evaluate(oxiflow_step_sensor(name="steps_b", pipeline=pipeline, steps=["b"], job_name="downstream"), None, resource)
     (request,) = fresh.run_requests or []
-    assert request.run_key == b_key
+    assert request.run_key == b_again
     assert request.tags["oxiflow/step"] == "b" and request.tags["oxiflow/run_id"] == run_id
 
 

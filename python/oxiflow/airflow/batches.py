@@ -70,7 +70,9 @@ class StepResult:
     """Records this call checkpointed."""
     bookmark: str | None
     completed: bool
-    """False only when the partition was already completed before the call."""
+    """The partition is completed now (by this call, or before it)."""
+    skipped: bool = False
+    """Nothing ran: the partition was completed in this run before the call."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-able dict (Airflow's XCom)."""
@@ -81,6 +83,7 @@ class StepResult:
             "records": self.records,
             "bookmark": self.bookmark,
             "completed": self.completed,
+            "skipped": self.skipped,
         }
 
 
@@ -119,8 +122,8 @@ def run_batches(
     The lease is completed at the end. An exception from ``batch`` propagates
     with nothing of that batch written: the caller's ``with lease`` records
     the error and releases, and the next attempt resumes from the last
-    checkpoint. ``max_batches`` stops early (the lease is then left to the
-    caller, not completed).
+    checkpoint. ``max_batches`` stops early (``completed=False``; the lease is
+    then the caller's to release).
     """
     batches = 0
     records = 0

@@ -44,18 +44,18 @@ class OxiflowStepOperator(BaseOperator):
     and the task fails; Airflow's retry claims again and resumes after the
     last checkpointed batch.
 
-    A partition someone else holds, or whose upstream steps are unfinished,
-    does not fail the task: it is rescheduled every ``wait_interval``
+    A partition someone else holds, paused, or whose upstream steps are
+    unfinished, does not fail the task: it is rescheduled every ``wait_interval``
     (``UP_FOR_RESCHEDULE``, the worker slot freed) or, with
     ``deferrable=True``, deferred to a trigger that polls the pipeline until
     the partition is claimable. A partition already completed in this run
-    succeeds at once with ``completed: false`` in the result (an Airflow
+    succeeds at once with ``skipped: true`` in the result (an Airflow
     re-run does not redo it; ``oxiflow state reset`` does). A partition
     failed for good (not retryable, or out of attempts) fails the task
     without retries.
 
     The result (XCom) is ``{pipeline, partition, batches, records, bookmark,
-    completed}`` for this try.
+    completed, skipped}`` for this try.
 
     ``create_with`` (the pipeline's steps, as ``State.create_pipeline``
     takes them) creates the pipeline when it does not exist yet.
@@ -140,10 +140,10 @@ class OxiflowStepOperator(BaseOperator):
         status, readiness = partition_readiness(state.view(self.pipeline), self.partition)
         if status == "completed":
             self.log.info("%s %s is already completed in this run", self.pipeline, self.partition)
-            return StepResult(self.pipeline, self.partition, 0, 0, None, False).as_dict()
+            return StepResult(self.pipeline, self.partition, 0, 0, None, True, skipped=True).as_dict()
         if readiness in ("failed", "blocked"):
             raise AirflowFailException(f"{self.pipeline} {self.partition} cannot run in this run ({readiness}): {err}")
-        if not isinstance(err, (oxiflow.LeaseHeld, oxiflow.NotReady)):
+        if not isinstance(err, (oxiflow.LeaseHeld, oxiflow.NotReady)) and readiness != "paused":
             raise err
         self.log.info("%s %s is not claimable now (%s): %s", self.pipeline, self.partition, readiness, err)
         if self.deferrable:

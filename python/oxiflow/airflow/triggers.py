@@ -18,11 +18,12 @@ class OxiflowStepTrigger(BaseTrigger):
     """Fires once ``target`` of ``pipeline`` is completed (``wait_for="completed"``) or claimable.
 
     ``target`` is a step, ``step@shard``, or ``None`` for the whole pipeline
-    (``claimable`` needs one partition). Each poll is one ``State.view``
-    (one LIST plus a GET of what changed), run in a thread. The event's
+    (``claimable`` needs one partition). Each poll is one ``State.view``,
+    run in a thread. The event's
     payload is ``{"status": "completed" | "claimable" | "failed", "target",
     "message"}``; ``failed`` when the target failed for good or is blocked
     by a failure upstream, so a sensor does not wait for what cannot happen.
+    A paused partition keeps the trigger waiting until it is resumed.
     """
 
     def __init__(

@@ -68,7 +68,7 @@ class OxiflowResource(ConfigurableResource):  # type: ignore[type-arg]
         from ``batch`` records the error on the partition, releases the
         lease and propagates (the run fails), and the next run resumes after
         the last checkpoint. A partition completed already in the pipeline's
-        run is not run again (``completed=False`` in the result). A partition
+        run is not run again (``skipped=True`` in the result). A partition
         held by another worker or waiting on upstream steps raises
         ``oxiflow.LeaseHeld`` / ``oxiflow.NotReady``: give the asset a
         ``RetryPolicy`` to wait it out.
@@ -89,7 +89,7 @@ class OxiflowResource(ConfigurableResource):  # type: ignore[type-arg]
                 lease = state.claim(pipeline, partition, worker=worker, ttl=self.ttl)
         except (oxiflow.Conflict, oxiflow.InvalidInput, oxiflow.NotReady):
             if _partition_status(state.view(pipeline), partition) == "completed":
-                return StepResult(pipeline, partition, 0, 0, None, False)
+                return StepResult(pipeline, partition, 0, 0, None, True, skipped=True)
             raise
         with lease:
             return run_batches(lease, pipeline, partition, batch)
