@@ -253,11 +253,12 @@ impl Lease {
                 Ok(written) => Ok((written, held.doc().await)),
                 Err(e) => Err(e),
             };
-            // A stop released the lease; fenced, corrupt, refused: nothing
-            // more can be written under it. Unavailable: try again.
+            // A stop released the lease; fenced: nothing more can be
+            // written under it. Anything else (unavailable, a refused
+            // counter): the lease is still ours; try again, or finish.
             let over = match &result {
                 Ok((written, _)) => written.stop.is_some(),
-                Err(e) => e.kind() != ErrorKind::Unavailable,
+                Err(e) => e.kind() == ErrorKind::Fenced,
             };
             if over {
                 *slot = None;
@@ -276,7 +277,7 @@ impl Lease {
                 Ok(())
             }
             Some(Err(e)) => {
-                if e.kind() != ErrorKind::Unavailable {
+                if e.kind() == ErrorKind::Fenced {
                     status.ended = Some(Ended::Lost);
                 }
                 Err(Failure::from(e).into())

@@ -115,12 +115,16 @@ impl State {
         };
         let mut settings =
             oxiflow_backends::config::load(&cwd, config.as_deref(), url.as_deref(), &|k| std::env::var(k).ok()).map_err(Failure::from)?;
+        let configured = settings.core.lease;
+        let mut ttl = None;
+        let mut heartbeat_given = false;
         for (key, value) in options.map(|o| o.iter().collect::<Vec<_>>()).unwrap_or_default() {
             let key: String = key.extract()?;
             let core = &mut settings.core;
+            heartbeat_given |= key == "heartbeat_interval";
             match key.as_str() {
                 "config" => {}
-                "lease_ttl" => core.lease.ttl = duration(&key, &value)?,
+                "lease_ttl" => ttl = Some(duration(&key, &value)?),
                 "heartbeat_interval" => core.lease.heartbeat_interval = duration(&key, &value)?,
                 "skew_allowance" => core.lease.skew_allowance = duration(&key, &value)?,
                 "safety_margin" => core.lease.safety_margin = duration(&key, &value)?,
@@ -140,8 +144,20 @@ impl State {
                 other => return Err(Failure::invalid(format!("unknown option {other:?}; State takes {OPTIONS}")).into()),
             }
         }
+        if let Some(ttl) = ttl {
+            settings.core.lease.ttl = ttl;
+            if !heartbeat_given {
+                // Only the ttl given: the heartbeat scales with it, as for claim(ttl=…).
+                let margin = LeaseConfig { safety_margin: settings.core.lease.safety_margin, ..configured };
+                settings.core.lease.heartbeat_interval = lease_with_ttl(ttl, &margin)?.heartbeat_interval;
+            }
+        }
         settings.core.lease.validate().map_err(|e| Failure::invalid(e.to_string()))?;
-        let manager = settings.open().map_err(Failure::from)?;
+        // Some stores (Redis) start their connection task on the runtime.
+        let manager = {
+            let _runtime = crate::runtime().enter();
+            settings.open().map_err(Failure::from)?
+        };
         Ok(State { manager, settings })
     }
 
