@@ -98,7 +98,8 @@ def step_of(view: dict[str, Any], step: str) -> dict[str, Any]:
     return found
 
 
-def fake_context(task_id: str, try_number: int = 1) -> dict[str, Any]:
+def fake_context(task_id: str, try_number: int = 1) -> Any:
+    """What the operators read of Airflow's context: the task instance."""
     ti = SimpleNamespace(dag_id="unit", task_id=task_id, map_index=-1, run_id="manual__2026-01-01T00:00:00+00:00", try_number=try_number)
     return {"ti": ti, "params": {}}
 
@@ -155,8 +156,8 @@ def test_example_dag_retry_resumes_from_the_bookmark(airflow_env: dict[str, str]
     # load noted its end in Airflow's task state store: through the Execution API into this backend
     from airflow.state import TaskScope, get_state_backend
 
-    loaded = get_state_backend().get(TaskScope(dag_id="oxiflow_orders", run_id=run.run_id, task_id="load"), "loaded")
-    assert loaded is not None and json.loads(loaded) == {"through": "order-0100", "batches": 10}
+    noted = get_state_backend().get(TaskScope(dag_id="oxiflow_orders", run_id=run.run_id, task_id="load"), "loaded")
+    assert noted is not None and json.loads(noted) == {"through": "order-0100", "batches": 10}
 
     # A re-run of the same DAG with the pipeline completed redoes nothing.
     again = example.dag.test(run_conf={"pipeline": pipeline, "fail_transform_at_batch": 0})
@@ -203,7 +204,11 @@ def test_operator_reschedules_or_defers_while_the_lease_is_held(airflow_env: dic
     assert trigger.check(state) == {"status": "claimable", "target": "only", "message": None}
     classpath, kwargs = trigger.serialize()
     assert classpath == "oxiflow.airflow.triggers.OxiflowStepTrigger"
-    event = asyncio.run(anext(OxiflowStepTrigger(**kwargs).run()))
+    async def first_event() -> Any:
+        async for event in OxiflowStepTrigger(**kwargs).run():
+            return event
+
+    event = asyncio.run(first_event())
     assert event.payload["status"] == "claimable"
 
     assert deferrable.execute_complete(fake_context("only", 2), event.payload)["records"] == 3
@@ -363,7 +368,7 @@ def test_state_store_two_processes_lose_no_update(airflow_env: dict[str, str], t
 
 
 def test_provider_info_matches_airflow_schema(airflow_env: dict[str, str]) -> None:
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped]
 
     import airflow
 
@@ -374,7 +379,7 @@ def test_provider_info_matches_airflow_schema(airflow_env: dict[str, str]) -> No
     jsonschema.validate(info, schema)
     from airflow.providers_manager import ProvidersManager
 
-    found = ProvidersManager().providers["oxiflow"]  # through the package's entry point
+    found = ProvidersManager().providers["oxiflow"]  # type: ignore[no-untyped-call]  # through the package's entry point
     assert found.data["package-name"] == "oxiflow" and found.data["config"] == info["config"]
     for group in ("operators", "sensors", "triggers"):
         for module in info[group][0]["python-modules"]:

@@ -127,7 +127,7 @@ def test_sensor_requests_one_run_per_completed_step(s3: dict[str, str]) -> None:
     def tick() -> list[str]:
         nonlocal cursor
         result = evaluate(sensor, cursor, resource)
-        keys = [r.run_key for r in result.run_requests or []]
+        keys = [str(r.run_key) for r in result.run_requests or []]
         requested.extend(keys)
         cursor = result.cursor
         return keys

@@ -35,22 +35,30 @@ __all__ = ["Batch", "Cursor", "OxiflowResource", "StepResult", "completed_steps"
 class OxiflowResource(ConfigurableResource):  # type: ignore[type-arg]
     """Where the state lives: ``url`` and ``options`` for ``oxiflow.State``.
 
-    No ``url`` reads ``.oxiflow/config.yaml`` and ``OXIFLOW_*`` as the CLI does.
+    No ``url`` reads ``.oxiflow/config.yaml`` and ``OXIFLOW_*`` as the CLI does;
+    ``endpoint``, ``region`` and ``allow_http`` override those settings, and
+    ``options`` passes other ``State`` options (durations as text: ``{"lease_ttl": "2m"}``).
     """
 
     url: str | None = None
+    endpoint: str | None = None
+    region: str | None = None
+    allow_http: bool | None = None
     options: dict[str, str] = Field(default_factory=dict)
     ttl: float | None = None
     """Lease ttl in seconds for claims (``None``: the configured one)."""
 
     def state(self) -> oxiflow.State:
         """An ``oxiflow.State`` for these settings."""
-        return oxiflow.State(self.url, **self.options)
+        options: dict[str, Any] = dict(self.options)
+        for name in ("endpoint", "region", "allow_http"):
+            if getattr(self, name) is not None:
+                options[name] = getattr(self, name)
+        return oxiflow.State(self.url, **options)
 
     def view(self, pipeline: str) -> dict[str, Any]:
         """The pipeline's aggregated view (``oxiflow state show --json``)."""
-        view: dict[str, Any] = self.state().view(pipeline)
-        return view
+        return self.state().view(pipeline)
 
     def run_step(
         self,
@@ -92,7 +100,8 @@ class OxiflowResource(ConfigurableResource):  # type: ignore[type-arg]
                 return StepResult(pipeline, partition, 0, 0, None, True, skipped=True)
             raise
         with lease:
-            return run_batches(lease, pipeline, partition, batch)
+            result = run_batches(lease, pipeline, partition, batch)
+        return result
 
 
 def _partition_status(view: Mapping[str, Any], partition: str) -> str | None:
