@@ -23,39 +23,22 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import OXIFLOW_BIN, REPO, S3
 
 import oxiflow
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE_DAG = ROOT / "examples" / "airflow" / "oxiflow_orders_dag.py"
-OXIFLOW_BIN = ROOT / "target" / "release" / "oxiflow"
-
-
-def s3_env(what: str) -> dict[str, str]:
-    """The environment pointing oxiflow (this process, the CLI, child processes) at moto, a fresh prefix per call."""
-    endpoint = os.environ.get("OXIFLOW_TEST_S3_ENDPOINT")
-    if not endpoint:
-        if os.environ.get("CI"):
-            pytest.fail("moto must run in CI (scripts/test-python.sh starts it)")
-        pytest.skip("OXIFLOW_TEST_S3_ENDPOINT is not set (source scripts/servers.sh; start_moto)")
-    bucket = os.environ.get("OXIFLOW_TEST_S3_BUCKET", "oxiflow-test")
-    return {
-        "OXIFLOW_BACKEND": f"s3://{bucket}/py-airflow-{what}-{os.getpid()}-{time.time_ns()}",
-        "OXIFLOW_ENDPOINT": endpoint,
-        "OXIFLOW_ALLOW_HTTP": "true",
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-    }
+EXAMPLE_DAG = REPO / "examples" / "airflow" / "oxiflow_orders_dag.py"
 
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A migrated Airflow home, the store on moto (``OXIFLOW_*``), the oxiflow state-store backend configured."""
+def airflow_env(s3: S3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A migrated Airflow home, the store on moto (``OXIFLOW_*``: this process, the CLI and child
+    processes alike), the oxiflow state-store backend configured."""
     home = tmp_path_factory.mktemp("airflow-home")
     env = {
-        **s3_env("dag"),
+        "OXIFLOW_BACKEND": f"s3://{s3.bucket}/py-airflow-{uuid.uuid4().hex[:12]}",
+        "OXIFLOW_ENDPOINT": s3.endpoint,
+        "OXIFLOW_ALLOW_HTTP": "true",
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE_DAG.parent),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,33 +13,22 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import OXIFLOW_BIN, REPO, S3
 from dagster import DagsterInstance, SensorResult, build_sensor_context, materialize
 
 import oxiflow
 from oxiflow.dagster import OxiflowResource, completed_steps, oxiflow_step_sensor
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "dagster" / "oxiflow_assets.py"
-OXIFLOW_BIN = ROOT / "target" / "release" / "oxiflow"
+EXAMPLE = REPO / "examples" / "dagster" / "oxiflow_assets.py"
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """oxiflow pointed at moto through ``OXIFLOW_*`` (a fresh prefix), example output in ``tmp_path``."""
-    endpoint = os.environ.get("OXIFLOW_TEST_S3_ENDPOINT")
-    if not endpoint:
-        if os.environ.get("CI"):
-            pytest.fail("moto must run in CI (scripts/test-python.sh starts it)")
-        pytest.skip("OXIFLOW_TEST_S3_ENDPOINT is not set (source scripts/servers.sh; start_moto)")
-    bucket = os.environ.get("OXIFLOW_TEST_S3_BUCKET", "oxiflow-test")
+def on_s3(s3: S3, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """oxiflow pointed at moto through ``OXIFLOW_*`` (a fresh prefix; the CLI reads the same), example output in ``tmp_path``."""
     env = {
-        "OXIFLOW_BACKEND": f"s3://{bucket}/py-dagster-{os.getpid()}-{time.time_ns()}",
-        "OXIFLOW_ENDPOINT": endpoint,
+        "OXIFLOW_BACKEND": f"s3://{s3.bucket}/py-dagster-{uuid.uuid4().hex[:12]}",
+        "OXIFLOW_ENDPOINT": s3.endpoint,
         "OXIFLOW_ALLOW_HTTP": "true",
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
         "OXIFLOW_EXAMPLE_DATA": str(tmp_path / "data"),
     }
     for key, value in env.items():
@@ -64,7 +51,7 @@ def partition(view: dict[str, Any], step: str) -> dict[str, Any]:
     return found
 
 
-def test_assets_resume_after_a_failed_run(s3: dict[str, str]) -> None:
+def test_assets_resume_after_a_failed_run(on_s3: dict[str, str]) -> None:
     example = load_example()
     pipeline = f"orders-{uuid.uuid4().hex[:8]}"
     assets = [example.orders_extract, example.orders_transform]
@@ -104,7 +91,7 @@ def test_assets_resume_after_a_failed_run(s3: dict[str, str]) -> None:
     assert partition(view, "transform")["total_errors"] == 1
     assert view["status"] == "completed"
 
-    files = sorted((Path(s3["OXIFLOW_EXAMPLE_DATA"]) / pipeline / "transform").glob("batch-*.jsonl"))
+    files = sorted((Path(on_s3["OXIFLOW_EXAMPLE_DATA"]) / pipeline / "transform").glob("batch-*.jsonl"))
     rows = [json.loads(line) for f in files for line in f.read_text().splitlines()]
     assert len(files) == 10 and [r["id"] for r in rows] == [f"order-{i:04d}" for i in range(1, 101)]
 
@@ -117,7 +104,7 @@ def evaluate(sensor: Any, cursor: str | None, resource: OxiflowResource) -> Sens
     return result
 
 
-def test_sensor_requests_one_run_per_completed_step(s3: dict[str, str]) -> None:
+def test_sensor_requests_one_run_per_completed_step(on_s3: dict[str, str]) -> None:
     pipeline = f"sensed-{uuid.uuid4().hex[:8]}"
     resource = OxiflowResource()
     sensor = oxiflow_step_sensor(name="steps", pipeline=pipeline, job_name="downstream")
@@ -175,7 +162,7 @@ def test_sensor_requests_one_run_per_completed_step(s3: dict[str, str]) -> None:
     assert request.tags["oxiflow/step"] == "b" and request.tags["oxiflow/run_id"] == run_id
 
 
-def test_example_definitions_load(s3: dict[str, str]) -> None:
+def test_example_definitions_load(on_s3: dict[str, str]) -> None:
     example = load_example()
     from dagster import Definitions
 
