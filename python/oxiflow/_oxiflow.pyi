@@ -143,7 +143,8 @@ class Lease:
         exc_type: Optional[Type[BaseException]] = None,
         exc: Optional[BaseException] = None,
         _traceback: Optional[TracebackType] = None,
-    ) -> bool: ...
+    ) -> Literal[False]:
+        """Fails (retryable) on an exception, else releases an unfinished lease; never swallows the exception."""
 
 class Store:
     """Bytes under keys with compare-and-swap writes; versions are opaque strings."""
