@@ -25,6 +25,7 @@ mod counting;
 mod error;
 #[cfg(feature = "testing")]
 mod faults;
+mod handoff;
 mod history;
 mod http;
 mod keeper;
