@@ -121,33 +121,33 @@ impl StateManager {
     /// on (one per aligned edge, a whole step per barrier), so a claim in
     /// the first step of a big pipeline stays a few requests.
     pub async fn claim_in_order(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
+        self.claim_ordered(pipeline, partition, worker, false).await
+    }
+
+    /// As [`StateManager::claim_in_order`], and a partition still in its
+    /// retry backoff after a failure is [`oxiflow_core::Error::NotReady`]
+    /// too: for events redelivered by a platform (a retried Lambda
+    /// invocation), which must not retry early.
+    pub async fn claim_when_due(&self, pipeline: &PipelineId, partition: &PartitionId, worker: &WorkerId) -> Result<Claimed> {
+        self.claim_ordered(pipeline, partition, worker, true).await
+    }
+
+    async fn claim_ordered(
+        &self,
+        pipeline: &PipelineId,
+        partition: &PartitionId,
+        worker: &WorkerId,
+        wait_backoff: bool,
+    ) -> Result<Claimed> {
         let pipeline_key = keys::pipeline_doc(pipeline);
         let (doc, _) = self.read::<PipelineDoc>(&pipeline_key).await?.ok_or(oxiflow_core::Error::NotFound { key: pipeline_key })?;
         let key = keys::partition_doc(pipeline, partition);
-        let Some(step) = doc.step(&partition.step_id) else { return Err(oxiflow_core::Error::NotFound { key }.into()) };
-        let mut wanted = vec![partition.clone()];
-        for dep in &step.after {
-            let Some(up) = doc.step(&dep.step_id) else { continue };
-            match (up.shards, dep.kind) {
-                (Some(_), oxiflow_core::DependencyKind::Aligned) => {
-                    wanted.push(PartitionId { step_id: up.step_id.clone(), shard: partition.shard })
-                }
-                (Some(_), oxiflow_core::DependencyKind::Barrier) => wanted.extend(up.partitions()),
-                // A plan migrated from format 2 does not know its shards: list them.
-                (None, _) => wanted.extend(self.store.list(&keys::partitions_prefix(pipeline)).await?.iter().filter_map(|l| {
-                    match keys::parse(&l.key) {
-                        Ok(keys::DocKey::Partition(_, id)) if id.step_id == up.step_id => Some(id),
-                        _ => None,
-                    }
-                })),
-            }
+        if doc.step(&partition.step_id).is_none() {
+            return Err(oxiflow_core::Error::NotFound { key }.into());
         }
-        let docs: Vec<PartitionDoc> = futures::stream::iter(wanted)
-            .map(|id| async move { self.read::<PartitionDoc>(&keys::partition_doc(pipeline, &id)).await })
-            .buffered(READ_CONCURRENCY)
-            .try_filter_map(|d| async move { Ok(d.map(|(doc, _)| doc)) })
-            .try_collect()
-            .await?;
+        let mut wanted = vec![partition.clone()];
+        wanted.extend(self.upstream_of(&doc, partition).await?);
+        let docs = self.read_partitions(pipeline, wanted).await?;
         if !docs.iter().any(|d| &d.partition_id() == partition) {
             return Err(oxiflow_core::Error::NotFound { key }.into());
         }
@@ -161,8 +161,57 @@ impl StateManager {
                 | Readiness::Missing
                 | Readiness::Locked { .. }),
             ) => Err(oxiflow_core::Error::NotReady { key, reason: readiness_reason(r) }.into()),
+            Some(r @ Readiness::Backoff { .. }) if wait_backoff => {
+                Err(oxiflow_core::Error::NotReady { key, reason: readiness_reason(r) }.into())
+            }
             _ => self.claim_checked(pipeline, partition, worker, Some(doc.adoption(&partition.step_id)), None).await,
         }
+    }
+
+    /// The partitions `partition` depends on: one per aligned edge, a whole
+    /// step per barrier (a plan migrated from format 2, which does not know
+    /// its shards, is listed).
+    pub(crate) async fn upstream_of(&self, doc: &PipelineDoc, partition: &PartitionId) -> Result<Vec<PartitionId>> {
+        let Some(step) = doc.step(&partition.step_id) else { return Ok(Vec::new()) };
+        let mut wanted = Vec::new();
+        for dep in &step.after {
+            match (doc.step(&dep.step_id).map(|up| up.shards), dep.kind) {
+                (None, _) => {}
+                (Some(Some(_)), oxiflow_core::DependencyKind::Aligned) => {
+                    wanted.push(PartitionId { step_id: dep.step_id.clone(), shard: partition.shard })
+                }
+                (Some(_), _) => wanted.extend(self.partitions_of(doc, &dep.step_id).await?),
+            }
+        }
+        Ok(wanted)
+    }
+
+    /// A step's partitions: from the plan, or listed when the plan does not
+    /// know its shards (migrated from format 2).
+    pub(crate) async fn partitions_of(&self, doc: &PipelineDoc, step: &oxiflow_core::StepId) -> Result<Vec<PartitionId>> {
+        match doc.step(step) {
+            Some(plan) if plan.shards.is_some() => Ok(plan.partitions()),
+            _ => Ok(self
+                .store
+                .list(&keys::partitions_prefix(&doc.pipeline_id))
+                .await?
+                .iter()
+                .filter_map(|l| match keys::parse(&l.key) {
+                    Ok(keys::DocKey::Partition(_, id)) if &id.step_id == step => Some(id),
+                    _ => None,
+                })
+                .collect()),
+        }
+    }
+
+    /// Reads these partition documents, 16 at a time; absent ones are left out.
+    pub(crate) async fn read_partitions(&self, pipeline: &PipelineId, ids: Vec<PartitionId>) -> Result<Vec<PartitionDoc>> {
+        futures::stream::iter(ids)
+            .map(|id| async move { self.read::<PartitionDoc>(&keys::partition_doc(pipeline, &id)).await })
+            .buffered(READ_CONCURRENCY)
+            .try_filter_map(|d| async move { Ok(d.map(|(doc, _)| doc)) })
+            .try_collect()
+            .await
     }
 
     /// The scheduler over documents this manager read, at its clock.
