@@ -153,13 +153,14 @@ def run_batches(
 _NOT_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def worker_id(*parts: object) -> str:
+def worker_id(*parts: object, salt: object = "") -> str:
     """An oxiflow worker id (``[A-Za-z0-9._-]``, at most 128 bytes) naming ``parts``.
 
     Characters outside the id alphabet become ``_``; a short hash of the
-    exact parts keeps ids that only differed there apart.
+    exact parts and ``salt`` (something long that makes it unique, such as
+    a run id, left out of the readable part) keeps ids apart.
     """
-    raw = "\x1f".join(str(p) for p in parts)
+    raw = "\x1f".join(str(p) for p in (*parts, salt))
     digest = hashlib.sha256(raw.encode()).hexdigest()[:10]
     readable = "-".join(_NOT_ID.sub("_", str(p)) for p in parts).replace("..", "_")
     readable = readable.lstrip(".-_")[: 128 - len(digest) - 1]

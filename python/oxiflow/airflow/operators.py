@@ -23,13 +23,14 @@ def _seconds(value: timedelta | float) -> float:
 
 
 def airflow_worker_id(context: Context) -> str:
-    """A worker id for one try of one task instance: ``airflow-<dag>-<task>-<map>-try<n>-<hash>``.
+    """A worker id for one try of one task instance: ``airflow-<dag>-<task>[-m<map_index>]-try<n>-<hash of the run id>``.
 
     Every try gets its own id: an earlier try that Airflow lost track of (a
     zombie) still holds its own lease and is fenced by the new claim.
     """
     ti = context["ti"]
-    return worker_id("airflow", ti.dag_id, ti.task_id, ti.map_index, f"try{ti.try_number}", ti.run_id)
+    mapped = [f"m{ti.map_index}"] if ti.map_index is not None and ti.map_index >= 0 else []
+    return worker_id("airflow", ti.dag_id, ti.task_id, *mapped, f"try{ti.try_number}", salt=ti.run_id)
 
 
 class OxiflowStepOperator(BaseOperator):

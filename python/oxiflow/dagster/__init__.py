@@ -86,7 +86,7 @@ class OxiflowResource(ConfigurableResource):  # type: ignore[type-arg]
         creates the pipeline when it does not exist.
         """
         state = self.state()
-        worker = worker or worker_id("dagster", run_id or "local", pipeline, partition)
+        worker = worker or worker_id("dagster", pipeline, partition, salt=run_id or "")
         try:
             try:
                 lease = state.claim(pipeline, partition, worker=worker, ttl=self.ttl)
