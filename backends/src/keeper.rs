@@ -135,6 +135,47 @@ impl Held {
     }
 }
 
+/// How [`Held::finish_in_place`] ends the holding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// Gives the partition back unfinished.
+    Release,
+    /// Completes the partition.
+    Complete,
+    /// Fails it; `retryable` lets a later claim try again after the backoff.
+    Fail {
+        /// Recorded in the document's error log.
+        error: String,
+        /// Whether a later claim may try again.
+        retryable: bool,
+    },
+}
+
+impl Held {
+    /// Stops the heartbeat and ends the holding, keeping `self`: after an
+    /// `Unavailable` error the same call may be made again (the write whose
+    /// outcome is unknown is settled first, so nothing is applied twice).
+    /// For callers that cannot give the `Held` away (bindings to other
+    /// languages); [`Held::release`], [`Held::complete`] and [`Held::fail`]
+    /// consume it instead. `landed` false in the outcome: nothing was
+    /// written, the lease was already released (a stop request, or an
+    /// earlier ending); the document is as stored after.
+    pub async fn finish_in_place(&self, progress: Progress, ending: Ending) -> Result<(Written, PartitionDoc)> {
+        self.heartbeat.abort();
+        let mut h = self.holding.lock().await;
+        if let Some(e) = h.lost.take() {
+            return Err(e);
+        }
+        let claimed = &mut h.claimed;
+        let written = match ending {
+            Ending::Release => self.manager.release(claimed, progress).await?,
+            Ending::Complete => self.manager.complete(claimed, progress).await?,
+            Ending::Fail { error, retryable } => self.manager.fail(claimed, progress, error, retryable).await?,
+        };
+        Ok((written, claimed.doc().clone()))
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.heartbeat.abort();

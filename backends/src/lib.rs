@@ -49,7 +49,7 @@ pub use error::{Error, Result};
 #[cfg(feature = "testing")]
 pub use faults::{FaultCounts, Faults, FaultyStore};
 pub use http::{HttpStore, GENERATION_HEADER, MAX_BYTES_HEADER, SIZE_HEADER};
-pub use keeper::Held;
+pub use keeper::{Ending, Held};
 pub use local::LocalDirStore;
 pub use manager::{system_clock, system_random, Clock, Random, StateManager};
 pub use object::{ObjectStoreBackend, ObjectStoreOptions};
