@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use oxiflow_backends::{Claimed, Held, StateManager};
+use oxiflow_backends::{Claimed, Ending, Held, StateManager};
 use oxiflow_core::{ErrorKind, PartitionDoc, Progress, StopRequest, WorkerId};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -116,27 +116,39 @@ impl Lease {
         Failure::new("Fenced", format!("you no longer hold {}: this lease was {}; claim it again", self.key, ended.word()))
     }
 
-    /// A finishing write (complete, fail, release) through `Held`.
-    fn finish<F, Fut>(&self, py: Python<'_>, ended: Ended, write: F) -> PyResult<()>
-    where
-        F: FnOnce(Held) -> Fut + Send,
-        Fut: std::future::Future<Output = oxiflow_backends::Result<PartitionDoc>>,
-    {
-        let result = self.with_held(py, async move |slot| match slot.take() {
-            None => None,
-            Some(held) => Some(write(held).await),
+    /// A finishing write (complete, fail, release) through `Held`. The
+    /// holder stays after an error that is not fencing: the call may be
+    /// made again (an `Unavailable` write is settled first).
+    fn finish(&self, py: Python<'_>, ended: Ended, progress: Progress, ending: Ending) -> PyResult<()> {
+        let result = self.with_held(py, async move |slot| {
+            let held = slot.as_ref()?;
+            let result = held.finish_in_place(progress, ending).await;
+            if result.as_ref().map_or_else(|e| e.kind() == ErrorKind::Fenced, |_| true) {
+                *slot = None;
+            }
+            Some(result)
         });
         let mut status = self.lock();
         match result {
             None => Err(self.gone(status.ended.unwrap_or(Ended::Lost)).into()),
-            Some(Ok(doc)) => {
+            Some(Ok((written, doc))) => {
                 status.doc = doc;
+                if !written.landed {
+                    // The heartbeat met a stop request and released first.
+                    status.ended = Some(Ended::Stopped);
+                    let message = format!(
+                        "nothing was written: the lease on {} was already released by a stop request; stop working on it",
+                        self.key
+                    );
+                    return Err(Failure::new("Stopped", message).into());
+                }
                 status.ended = Some(ended);
                 Ok(())
             }
             Some(Err(e)) => {
-                // The holder is consumed: the lease expires by itself.
-                status.ended = Some(Ended::Lost);
+                if e.kind() == ErrorKind::Fenced {
+                    status.ended = Some(Ended::Lost);
+                }
                 Err(Failure::from(e).into())
             }
         }
@@ -297,14 +309,14 @@ impl Lease {
         extra: Option<BTreeMap<String, String>>,
     ) -> PyResult<()> {
         let p = progress(last_id, records, failed, bytes, extra, None, None);
-        self.finish(py, Ended::Completed, move |held| held.complete(p))
+        self.finish(py, Ended::Completed, p, Ending::Complete)
     }
 
     /// Fails the partition with `message` and releases the lease; a
     /// retryable failure is claimable again after the backoff.
     #[pyo3(signature = (message, retryable=true))]
     fn fail(&self, py: Python<'_>, message: String, retryable: bool) -> PyResult<()> {
-        self.finish(py, Ended::Failed, move |held| held.fail(Progress::default(), message, retryable))
+        self.finish(py, Ended::Failed, Progress::default(), Ending::Fail { error: message, retryable })
     }
 
     /// Gives the partition back unfinished (the bookmark stays).
@@ -319,7 +331,7 @@ impl Lease {
         extra: Option<BTreeMap<String, String>>,
     ) -> PyResult<()> {
         let p = progress(last_id, records, failed, bytes, extra, None, None);
-        self.finish(py, Ended::Released, move |held| held.release(p))
+        self.finish(py, Ended::Released, p, Ending::Release)
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

@@ -60,6 +60,17 @@ def test_a_stop_request_from_the_cli_stops_the_python_holder(cli: Cli, store: St
         again.release()
 
 
+def test_a_stop_request_before_the_completion(cli: Cli, store: Store) -> None:
+    state = store.state()
+    state.create_pipeline("p", steps=["s"])
+    lease = state.claim("p", "s", worker="py-w")
+    cli.run("worker", "stop", "--worker-id", "py-w")
+    lease.complete(last_id="9", records=9)  # the work is done: a stop request does not undo it
+    assert lease.ended == "completed"
+    part = partitions(state.view("p"))["s"]
+    assert (status(part), part["records_processed"]) == ("completed", 9)
+
+
 @pytest.mark.parametrize(
     ("args", "call", "cls"),
     [

@@ -109,3 +109,33 @@ def test_the_hierarchy_and_codes() -> None:
     for cls, code in codes.items():
         assert issubclass(cls, oxiflow.Error) and cls.exit_code == code
     assert not issubclass(oxiflow.Finished, oxiflow.NotReady), "a loop catching NotReady must not spin on Finished"
+
+
+def test_a_store_that_goes_away_mid_lease_is_unavailable_and_the_call_can_be_repeated(s3: S3) -> None:
+    """The endpoint dies while a lease is held: checkpoint and complete raise Unavailable and keep the
+    lease; once it is back, the same calls go through and nothing is counted twice."""
+    from urllib.parse import urlparse
+
+    from proxy import Proxy
+
+    up = urlparse(s3.endpoint)
+    proxy = Proxy((up.hostname or "127.0.0.1", up.port or 80))
+    url = f"s3://{s3.bucket}/py-cut-{int(time.time() * 1000)}"
+    state = oxiflow.State(url, endpoint=proxy.endpoint, allow_http=True)
+    state.create_pipeline("p", steps=["s"])
+    lease = state.claim("p", "s", worker="w1")
+    lease.checkpoint(last_id="10", records=10)
+    proxy.cut()
+    with pytest.raises(oxiflow.Unavailable):
+        lease.checkpoint(last_id="20", records=10)
+    assert lease.active, "an unavailable store does not end the lease"
+    with pytest.raises(oxiflow.Unavailable):
+        lease.complete(last_id="25", records=5)
+    assert lease.active
+    proxy.restore()
+    lease.complete(last_id="25", records=5)
+    assert lease.ended == "completed"
+    reader = oxiflow.State(url, endpoint=s3.endpoint, allow_http=True)
+    part = reader.view("p")["steps"][0]["partitions"][0]
+    # The checkpoint whose outcome was unknown is replayed once before the completion: 10 + 10 + 5.
+    assert (part["last_processed_id"], part["records_processed"], part["batch_number"]) == ("25", 25, 2)

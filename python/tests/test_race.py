@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import Store, partitions, status
 
 HERE = Path(__file__).resolve().parent
-TOTAL, BATCH = 400, 10
+TOTAL, BATCH = 1000, 10
 
 
 def test_two_processes_on_one_partition(store: Store) -> None:
