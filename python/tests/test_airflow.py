@@ -201,6 +201,30 @@ def test_operator_reschedules_or_defers_while_the_lease_is_held(airflow_env: dic
     assert calls == [None]
 
 
+def test_operator_on_kill_gives_the_partition_back(airflow_env: dict[str, str]) -> None:
+    from oxiflow.airflow import Batch, Cursor, OxiflowStepOperator
+
+    pipeline = f"killed-{uuid.uuid4().hex[:8]}"
+    oxiflow.State().create_pipeline(pipeline, steps=["only"])
+    seen: list[str | None] = []
+
+    def killed_on_second_batch(cursor: Cursor, context: Any) -> Batch | None:
+        seen.append(cursor.bookmark)
+        if cursor.batch_number == 1 and len(seen) == 2:
+            op.on_kill()  # what Airflow's task runner calls on SIGTERM, before the task's exception
+            raise RuntimeError("terminated")
+        return Batch(last_id=f"id-{cursor.batch_number + 1}", records=1, done=cursor.batch_number == 2)
+
+    op = OxiflowStepOperator(task_id="only", pipeline=pipeline, partition="only", python_callable=killed_on_second_batch)
+    with pytest.raises(RuntimeError, match="terminated"):
+        op.execute(fake_context("only"))
+    (part,) = oxiflow.State().view(pipeline)["steps"][0]["partitions"]
+    assert (part["batch_number"], part["last_processed_id"], part["total_errors"]) == (1, "id-1", 0)
+    assert part["readiness"]["state"] == "ready"  # released: the next try claims at once, no wait for the ttl
+    assert op.execute(fake_context("only", 2))["records"] == 2
+    assert seen == [None, "id-1", "id-1", "id-2"]
+
+
 # --- the sensor --------------------------------------------------------------------------------
 
 

@@ -99,6 +99,7 @@ class OxiflowStepOperator(BaseOperator):
         self.deferrable = deferrable
         self.max_batches = max_batches
         self.create_with = list(create_with) if create_with is not None else None
+        self._lease: oxiflow.Lease | None = None
 
     def _state(self) -> oxiflow.State:
         return make_state(self.state_url, self.state_options)
@@ -125,14 +126,18 @@ class OxiflowStepOperator(BaseOperator):
             lease.bookmark,
             lease.batch_number,
         )
-        with lease:
-            result = run_batches(
-                lease,
-                self.pipeline,
-                self.partition,
-                lambda cursor: self.python_callable(cursor, context),
-                max_batches=self.max_batches,
-            )
+        self._lease = lease
+        try:
+            with lease:
+                result = run_batches(
+                    lease,
+                    self.pipeline,
+                    self.partition,
+                    lambda cursor: self.python_callable(cursor, context),
+                    max_batches=self.max_batches,
+                )
+        finally:
+            self._lease = None
         self.log.info("%s %s: %d batches, %d records this try", self.pipeline, self.partition, result.batches, result.records)
         return result.as_dict()
 
@@ -161,6 +166,19 @@ class OxiflowStepOperator(BaseOperator):
             )
         until = datetime.now(timezone.utc) + timedelta(seconds=self.wait_interval)
         raise AirflowRescheduleException(until)  # type: ignore[no-untyped-call]
+
+    def on_kill(self) -> None:
+        """Airflow is killing the task (a timeout, a mark-failed): give the partition back at once.
+
+        Its bookmark stays at the last checkpoint; without this (SIGKILL) the
+        lease expires after its ttl and the next try waits until then.
+        """
+        lease = self._lease
+        if lease is not None and lease.active:
+            try:
+                lease.release()
+            except oxiflow.Error as err:
+                self.log.warning("could not release %s %s: %s", self.pipeline, self.partition, err)
 
     def execute_complete(self, context: Context, event: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Back from the trigger: the partition is claimable (or done, or failed for good)."""
