@@ -28,6 +28,7 @@ from conftest import OXIFLOW_BIN, REPO, S3
 import oxiflow
 
 EXAMPLE_DAG = REPO / "examples" / "airflow" / "oxiflow_orders_dag.py"
+SHARDS_DAG = REPO / "examples" / "airflow" / "oxiflow_shards_dag.py"
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +59,9 @@ def airflow_env(s3: S3, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         yield env
 
 
-def load_example() -> ModuleType:
-    """The example DAG file as a module (not through ``examples/`` on sys.path: its ``airflow`` folder would shadow Airflow)."""
-    spec = importlib.util.spec_from_file_location("oxiflow_orders_dag", EXAMPLE_DAG)
+def load_example(path: Path = EXAMPLE_DAG) -> ModuleType:
+    """An example DAG file as a module (not through ``examples/`` on sys.path: its ``airflow`` folder would shadow Airflow)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -146,6 +147,49 @@ def test_example_dag_retry_resumes_from_the_bookmark(airflow_env: dict[str, str]
     again = example.dag.test(run_conf={"pipeline": pipeline, "fail_transform_at_batch": 0})
     assert again.state == DagRunState.SUCCESS
     assert state_show(pipeline)["records_processed"] == 300
+
+
+def test_shards_dag_defers_a_held_shard_until_it_is_free(airflow_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four mapped shard tasks; shard 2 is held elsewhere, so its task defers to the trigger (run
+    inline by dag.test) and claims it on the trigger's next poll after the holder let go."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    from oxiflow.airflow import OxiflowStepTrigger
+
+    example = load_example(SHARDS_DAG)
+    pipeline = f"scan-{uuid.uuid4().hex[:8]}"
+    state = oxiflow.State()
+    state.create_pipeline(pipeline, steps=["scan:4"])
+    holder = state.claim(pipeline, "scan@2", worker="elsewhere")
+    polls: list[dict[str, Any] | None] = []
+    check = OxiflowStepTrigger.check
+
+    def check_then_let_go(self: OxiflowStepTrigger, state: oxiflow.State) -> dict[str, Any] | None:
+        payload = check(self, state)
+        polls.append(payload)
+        if payload is None and holder.active:
+            holder.release()  # the other worker finishes with it after the trigger's first look
+        return payload
+
+    monkeypatch.setattr(OxiflowStepTrigger, "check", check_then_let_go)
+    run = example.dag.test(run_conf={"pipeline": pipeline})
+
+    assert run.state == DagRunState.SUCCESS
+    assert polls == [None, {"status": "claimable", "target": "scan@2", "message": None}]
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id="oxiflow_shards", run_id=run.run_id).all()
+        assert sorted((ti.task_id, ti.map_index, ti.state, ti.try_number) for ti in tis) == [
+            ("scan", i, TaskInstanceState.SUCCESS, 1) for i in range(4)
+        ] + [("scanned", -1, TaskInstanceState.SUCCESS, 1)]
+    view = state_show(pipeline)
+    assert view["status"] == "completed" and view["records_processed"] == 400
+    for i, part in enumerate(step_of(view, "scan")["partitions"]):
+        assert (part["partition"], part["records_processed"], part["batch_number"]) == (f"scan@{i}", 100, 4)
+        assert part["last_processed_id"] == str(100 * (i + 1))
+        assert part["worker_id"].startswith(f"airflow-oxiflow_shards-scan-m{i}-try1-")
+    assert step_of(view, "scan")["partitions"][2]["attempts"] == 2  # elsewhere's claim, then the task's
 
 
 # --- the operator waits instead of failing ---------------------------------------------------
