@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Dict, Optional
 
 from dagster import (
     ConfigurableResource,
@@ -40,12 +40,13 @@ class OxiflowResource(ConfigurableResource):  # type: ignore[type-arg]
     ``options`` passes other ``State`` options (durations as text: ``{"lease_ttl": "2m"}``).
     """
 
-    url: str | None = None
-    endpoint: str | None = None
-    region: str | None = None
-    allow_http: bool | None = None
-    options: dict[str, str] = Field(default_factory=dict)
-    ttl: float | None = None
+    # typing.Optional/Dict: pydantic evaluates these annotations at run time
+    url: Optional[str] = None
+    endpoint: Optional[str] = None
+    region: Optional[str] = None
+    allow_http: Optional[bool] = None
+    options: Dict[str, str] = Field(default_factory=dict)
+    ttl: Optional[float] = None
     """Lease ttl in seconds for claims (``None``: the configured one)."""
 
     def state(self) -> oxiflow.State:
