@@ -352,6 +352,16 @@ def test_state_store_backend_is_what_airflow_resolves(airflow_env: dict[str, str
     asyncio.run(backend.aclear(asset))
     assert backend.get(asset, "watermark") is None
 
+    # cleanup() deletes what expired, and only that
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc)
+    backend.set(task, "old", "1", expires_at=now - timedelta(seconds=1))
+    backend.set(task, "fresh", "2", expires_at=now + timedelta(hours=1))
+    backend.set(task, "forever", "3")
+    backend.cleanup()
+    assert [backend.get(task, k) for k in ("old", "fresh", "forever")] == [None, "2", "3"]
+
 
 WRITER = textwrap.dedent(
     """
