@@ -57,7 +57,7 @@ pub use runner::{Invocation, Runner, DEFAULT_RELEASE_MARGIN};
 pub use step::{Batch, BatchError, BatchInput, Permanent, Step};
 
 /// The state manager the CLI would use here: `OXIFLOW_*` variables (in a
-/// function, `OXIFLOW_URL=s3://bucket/prefix` and the lease settings) and
+/// function, `OXIFLOW_BACKEND=s3://bucket/prefix` and the lease settings) and
 /// `.oxiflow/config.yaml` if the package has one.
 pub fn manager_from_env() -> Result<oxiflow_backends::StateManager, Error> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| std::path::PathBuf::from("."));
