@@ -57,8 +57,11 @@ if docker info >/dev/null 2>&1; then echo "docker engine: reachable (MinIO via t
 step "wasm package for browsers and Node.js (before the tests: oxiflow serve embeds it for the dashboard)"
 scripts/build-wasm.sh
 
-step "tests (release: the simulation runs 2,500 proptest cases)"
+step "tests (release: the simulation runs 2,500 proptest cases; the Lambda example under cargo lambda watch)"
 cargo test --workspace --release --locked
+
+step "Python: the oxiflow wheel (PyO3, release), pytest (the package, Airflow 3.3, Dagster 1.13; S3 on moto), mypy --strict"
+scripts/test-python.sh
 
 step "the core in headless Chromium: shared vectors through wasm-bindgen-test"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=60 \
