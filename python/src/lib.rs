@@ -8,12 +8,12 @@
 //! the core and the backends; this crate converts arguments and errors.
 //!
 //! Every call that does I/O releases the GIL and runs on one small tokio
-//! runtime per process, started on first use. A process forked after that
-//! inherits a runtime without its threads: open `State` objects in the
-//! child (multiprocessing's `spawn` or `forkserver`), not before a fork.
+//! runtime per process, started on first use (again in a forked child).
+//! Objects opened before a fork hold connections and tasks of the parent's
+//! runtime: a child opens its own `State`.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 
@@ -23,19 +23,30 @@ mod plan;
 mod state;
 mod store;
 
-static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+/// The runtime and the process it was started in.
+static RUNTIME: Mutex<Option<(u32, &'static tokio::runtime::Runtime)>> = Mutex::new(None);
 
 /// The process's runtime: two worker threads (heartbeats and I/O wait; the
-/// work itself is the caller's Python).
+/// work itself is the caller's Python). A process forked from one that had
+/// started it inherits it without its threads: the child starts its own
+/// (the parent's stays, unused, in the child's memory).
 fn runtime() -> &'static tokio::runtime::Runtime {
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("oxiflow")
-            .enable_all()
-            .build()
-            .expect("cannot start the oxiflow tokio runtime")
-    })
+    let pid = std::process::id();
+    let mut slot = RUNTIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match *slot {
+        Some((started_in, runtime)) if started_in == pid => runtime,
+        _ => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("oxiflow")
+                .enable_all()
+                .build()
+                .expect("cannot start the oxiflow tokio runtime");
+            let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+            *slot = Some((pid, runtime));
+            runtime
+        }
+    }
 }
 
 /// Runs the future `make` returns to its end on the runtime, with the GIL
