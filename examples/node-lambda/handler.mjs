@@ -1,42 +1,39 @@
-// A Lambda per pipeline: take what the scheduler says is ready (or the step
-// the event names), process batches after its bookmark, checkpoint each
-// through the core's holder session, and complete on the last batch. Another
-// invocation meanwhile takes another ready partition, or learns what the
-// pipeline waits on.
+// A Lambda per pipeline partition over S3, on @oxiflow/state: the event
+// names a partition; the invocation claims it with the lease ending at its
+// deadline, resumes after its bookmark, runs batches while the core's pace
+// says the longest one still fits, checkpoints each (one conditional PUT),
+// and before the deadline either completes it — handing off what became
+// ready downstream — or releases it with its progress and hands off a
+// continuation of itself. A duplicate delivery answers `already_running`
+// (with when the lease may be taken over) and writes nothing.
 //
-// Environment: OXIFLOW_BUCKET, OXIFLOW_PREFIX (as in s3://bucket/prefix);
-// the AWS SDK reads credentials and region as usual.
-import { S3State } from "./state.mjs";
+// Environment: OXIFLOW_BUCKET, OXIFLOW_PREFIX (as in s3://bucket/prefix),
+// OXIFLOW_CONFIG (the core's config as JSON, optional),
+// OXIFLOW_HANDOFF_FUNCTION (hand off by invoking this function
+// asynchronously; unset: the result's `events` say what to deliver). The
+// AWS SDK reads credentials, region and endpoint as usual.
+import { runStep } from "@oxiflow/state";
+import { S3State } from "@oxiflow/state/s3";
+import { readBatch } from "./source.mjs";
 
-const state = new S3State({ bucket: process.env.OXIFLOW_BUCKET, prefix: process.env.OXIFLOW_PREFIX ?? "" });
+const state = new S3State({ bucket: process.env.OXIFLOW_BUCKET, prefix: process.env.OXIFLOW_PREFIX ?? "",
+  config: process.env.OXIFLOW_CONFIG ? JSON.parse(process.env.OXIFLOW_CONFIG) : undefined });
+const handoff = process.env.OXIFLOW_HANDOFF_FUNCTION ? await invokeAsync(process.env.OXIFLOW_HANDOFF_FUNCTION) : undefined;
 
-/**
- * event: {pipeline, step?: "next" | "step" | "step@shard", worker_id?, batches: [{last_id, records, bytes}], final?: boolean}
- * Without a step (or with "next") the scheduler picks: upstream steps first, never a partition whose upstream is unfinished.
- */
-export async function handler(event, context = {}) {
-  const worker = event.worker_id ?? context.awsRequestId ?? `lambda-${process.pid}`;
-  let held;
-  if (!event.step || event.step === "next") {
-    const next = await state.next(event.pipeline, worker);
-    if (!next.held) {
-      // Nothing ready: say why, partition by partition (waiting on what, held by whom).
-      const waiting = Object.fromEntries(next.schedule.steps.flatMap((s) => s.partitions)
-        .filter((p) => p.readiness.state !== "completed").map((p) => [p.partition, p.readiness]));
-      return { worker, claimed: null, finished: next.finished, status: next.schedule.status, waiting };
-    }
-    held = next.held;
-  } else {
-    held = await state.claim(event.pipeline, event.step, worker);
-  }
-  const partition = held.doc.shard == null ? held.doc.step_id : `${held.doc.step_id}@${held.doc.shard}`;
-  const resumeAfter = held.doc.last_processed_id; // the bookmark: skip what is done
-  for (const batch of event.batches ?? []) {
-    // … process the records after `resumeAfter` here …
-    await held.checkpoint({ last_processed_id: batch.last_id, add_records: batch.records, add_bytes: batch.bytes ?? 0 });
-    if (held.stopped) break; // an operator asked us to stop: the batch is saved, the lease released
-  }
-  const doc = held.released ? held.doc : event.final ? await held.complete() : await held.release();
-  return { worker, claimed: partition, resumed_after: resumeAfter ?? null, epoch: held.lease.epoch, records_processed: doc.records_processed,
-    status: doc.status, stopped_by: held.stopped?.requested_by ?? null };
+/** event: {pipeline, partition?, hop?}; without a partition it starts the pipeline. */
+export async function handler(event, context) {
+  return runStep(state, event, {
+    worker: context.awsRequestId,
+    deadline: Date.now() + context.getRemainingTimeInMillis(),
+    batch: ({ partition, after, budgetMs }) => readBatch(partition, after, budgetMs),
+    handoff,
+    onClaim: (c) => console.log(JSON.stringify({ claimed: c.partition, epoch: c.epoch, at: c.at, after: c.after, ends_at: c.ends_at })),
+  });
+}
+
+/** The hand-off as an asynchronous Lambda invocation (InvocationType "Event"), with the SDK's client. */
+async function invokeAsync(functionName) {
+  const { LambdaClient, InvokeCommand } = await import("@aws-sdk/client-lambda");
+  const lambda = new LambdaClient({});
+  return (next) => lambda.send(new InvokeCommand({ FunctionName: functionName, InvocationType: "Event", Payload: JSON.stringify(next) }));
 }

@@ -1,4 +1,5 @@
-// The Node Lambda example against the S3 server process (moto, started by
+// The Node Lambda example and the S3 driver of @oxiflow/state (installed
+// from the packed tarball) against the S3 server process (moto, started by
 // scripts/test.sh), interoperating with the native CLI on the same bucket.
 // Run: `node --test examples/node-lambda/` with OXIFLOW_TEST_S3_ENDPOINT set.
 import { test, before } from "node:test";
@@ -23,7 +24,7 @@ process.env.OXIFLOW_BUCKET = bucket;
 process.env.OXIFLOW_PREFIX = prefix;
 
 const client = () => new S3Client({ endpoint, forcePathStyle: true, region: "us-east-1", credentials, maxAttempts: 1 });
-const { S3State, StateError } = await import("./state.mjs");
+const { S3State, StateError } = await import("@oxiflow/state/s3");
 const root = new URL("../../", import.meta.url).pathname;
 const cwd = mkdtempSync(join(tmpdir(), "oxiflow-lambda-"));
 
@@ -39,23 +40,38 @@ before(() => {
   ox("state", "create", "flow", "--step", "fetch", "--step", "merge");
 });
 
-test("a Lambda claims, checkpoints and completes a step; the CLI sees it", async () => {
+const context = (ms = 10_000, id = `req-${Math.random().toString(36).slice(2)}`) => {
+  const deadline = Date.now() + ms;
+  return { awsRequestId: id, getRemainingTimeInMillis: () => deadline - Date.now() };
+};
+
+test("a Lambda runs a partition to completion within its deadline and hands off what became ready; the CLI sees it", async () => {
   // The handler's own client takes its settings from the environment, as in a Lambda.
-  Object.assign(process.env, { AWS_ENDPOINT_URL_S3: endpoint, AWS_ACCESS_KEY_ID: "test", AWS_SECRET_ACCESS_KEY: "test" });
+  Object.assign(process.env, { AWS_ENDPOINT_URL_S3: endpoint, AWS_ACCESS_KEY_ID: "test", AWS_SECRET_ACCESS_KEY: "test",
+    EXAMPLE_RECORDS: "30", EXAMPLE_BATCH_MS: "20" });
   const { handler } = await import("./handler.mjs");
-  const out = await handler({ pipeline: "orders", step: "extract", worker_id: "lambda-a", final: true,
-    batches: [{ last_id: "order-0100", records: 100, bytes: 4000 }, { last_id: "order-0250", records: 150, bytes: 6000 }] });
-  assert.equal(out.records_processed, 250);
+  const started = await handler({ pipeline: "orders" }, context());
+  assert.deepEqual([started.outcome, started.ready], ["started", ["extract"]]);
+  const out = await handler(started.events[0], context(10_000, "lambda-a"));
+  assert.equal(out.outcome, "completed", JSON.stringify(out));
+  assert.deepEqual([out.batches, out.records_processed, [...out.ready].sort()], [3, 30, ["load@0", "load@1"]]);
+  assert.deepEqual(out.requests.claim, 3, "GET, PUT If-Match, GET of the pipeline (the reset check)");
+  assert.deepEqual(out.requests.batches, [1, 1], "one PUT per checkpoint; the last batch is the completion");
+  assert.equal(out.requests.finish, 1 + 1 + 1, "the completing PUT, then the hand-off's LIST and a GET of the one document changed since this warm process read the pipeline");
   const view = JSON.parse(ox("state", "show", "orders", "--json"));
   const extract = view.steps.find((s) => s.step_id === "extract").partitions[0];
   assert.deepEqual(Object.keys(extract.status), ["completed"]);
-  assert.equal(extract.records_processed, 250);
-  assert.equal(extract.bytes_processed, 10000);
-  assert.equal(extract.last_processed_id, "order-0250");
+  assert.equal(extract.records_processed, 30);
+  assert.equal(extract.bytes_processed, 3000);
+  assert.equal(extract.last_processed_id, "r-0030");
   assert.equal(extract.lease.worker_id, "lambda-a");
+  assert.ok(extract.lease.expires_at <= Date.now() + 10_000, "the lease ended by the deadline");
+  // Delivered again (a retry, a duplicate): no write, the hand-off again.
+  const again = await handler(started.events[0], context());
+  assert.deepEqual([again.outcome, [...again.ready].sort()], ["already_done", ["load@0", "load@1"]]);
 });
 
-test("without a step the Lambda takes what the scheduler says is ready, and says what the rest waits on", async () => {
+test("without a step the S3 state takes what the scheduler says is ready; a Lambda for a held partition answers already_running, writing nothing", async () => {
   const { handler } = await import("./handler.mjs");
   const state = new S3State({ bucket, prefix, client: client() });
   // Another worker holds the first step: nothing is ready, and the answer says why.
@@ -63,26 +79,34 @@ test("without a step the Lambda takes what the scheduler says is ready, and says
   assert.equal(held.doc.step_id, "fetch");
   const cold = state.requests;
   assert.equal(cold, 1 + 3 + 1 + 1, "LIST, GET of the pipeline and both partitions, one PUT to claim from what was read, a GET of the pipeline to check no reset raced it");
-  const idle = await handler({ pipeline: "flow", worker_id: "lambda-second", batches: [] });
-  assert.equal(idle.claimed, null);
-  assert.equal(idle.finished, false);
-  assert.deepEqual(idle.waiting.merge, { state: "waiting", on: ["fetch"], count: 1 });
-  assert.equal(idle.waiting.fetch.state, "held");
-  assert.equal(idle.waiting.fetch.worker_id, "lambda-first");
+  const none = await state.next("flow", "lambda-second");
+  assert.equal(none.held, null);
+  assert.equal(none.finished, false);
+  const readiness = Object.fromEntries(none.schedule.steps.flatMap((s) => s.partitions).map((p) => [p.partition, p.readiness]));
+  assert.deepEqual(readiness.merge, { state: "waiting", on: ["fetch"], count: 1 });
+  assert.deepEqual([readiness.fetch.state, readiness.fetch.worker_id], ["held", "lambda-first"]);
+  const versionBefore = JSON.parse(ox("state", "show", "flow", "--json")).steps[0].partitions[0].version;
+  const busy = await handler({ pipeline: "flow", partition: "fetch" }, context());
+  assert.equal(busy.outcome, "already_running", JSON.stringify(busy));
+  assert.equal(busy.holder, "lambda-first");
+  assert.equal(busy.retry_at, held.lease.expires_at + 2000 + 1, "when the lease may be taken over: past expires_at plus the skew allowance");
+  assert.deepEqual(busy.retry, { pipeline: "flow", partition: "fetch" }, "the same event, to deliver again then");
+  assert.equal(JSON.parse(ox("state", "show", "flow", "--json")).steps[0].partitions[0].version, versionBefore, "nothing written");
 
   await held.complete({ last_processed_id: "f-10", add_records: 10 });
+  // The retry finds the partition completed since: nothing to run; the hand-off names what it made ready.
+  const retried = await handler(busy.retry, context());
+  assert.deepEqual([retried.outcome, retried.ready], ["already_done", ["merge"]]);
   // Warm: the LIST shows what changed; only that is read again.
   const before = state.requests;
-  const none = await state.next("flow", "lambda-first");
-  assert.equal(none.held?.doc.step_id, "merge");
+  const next = await state.next("flow", "lambda-first");
+  assert.equal(next.held?.doc.step_id, "merge");
   assert.equal(state.requests - before, 1 + 1 + 1 + 1, "LIST, GET of the one changed document, PUT, GET of the pipeline (the reset check)");
-  await none.held.release();
+  await next.held.release();
 
-  const out = await handler({ pipeline: "flow", step: "next", worker_id: "lambda-third", final: true, batches: [{ last_id: "m-1", records: 3 }] });
-  assert.equal(out.claimed, "merge");
-  assert.equal(out.records_processed, 3);
-  const finished = await handler({ pipeline: "flow", worker_id: "lambda-fourth", batches: [] });
-  assert.deepEqual([finished.claimed, finished.finished, finished.status], [null, true, "completed"]);
+  const out = await handler({ pipeline: "flow", partition: "merge" }, context());
+  assert.equal(out.outcome, "completed");
+  assert.deepEqual(out.ready, []);
   const view = JSON.parse(ox("state", "show", "flow", "--json"));
   assert.equal(view.status, "completed");
 });

@@ -8,8 +8,6 @@ export interface StepEvent {
   partition?: string;
   /** Continuations of this partition so far. */
   hop?: number;
-  /** Set on a retry after `already_running`: the lease epoch waited for. */
-  waited_epoch?: number;
   /** Invocations in a row that ran no batch. */
   idle?: number;
 }
@@ -41,6 +39,8 @@ export interface StepOptions {
   batch(input: BatchInput): Promise<BatchResult>;
   /** Delivers a follow-up event (Lambda Invoke, SQS, …); without it, `events` lists them. */
   handoff?(event: StepEvent): Promise<void> | void;
+  /** Called once the claim landed. */
+  onClaim?(claimed: { partition: string; epoch: number; at: number; after: string | null; ends_at: number }): Promise<void> | void;
   /** The time one write takes, kept free for the release; default 300. */
   marginMs?: number;
   log?(message: string, fields: Record<string, unknown>): void;
@@ -48,7 +48,9 @@ export interface StepOptions {
 }
 
 interface Common { pipeline: string; partition: string; events: StepEvent[] }
-interface Ran extends Common { epoch: number; resumed_after: string | null; batches: number; ends_at: number }
+/** Store requests by phase: the claim with its reads, each batch's checkpoint, the release or the completion with the hand-off's reads. */
+export interface StepRequests { claim: number; batches: number[]; finish: number }
+interface Ran extends Common { epoch: number; resumed_after: string | null; batches: number; ends_at: number; requests: StepRequests }
 
 export type StepOutcome =
   | { outcome: "started"; pipeline: string; events: StepEvent[]; ready: string[]; status: string }
@@ -59,7 +61,6 @@ export type StepOutcome =
   | (Ran & { outcome: "no_time" })
   | (Common & { outcome: "already_done"; ready: string[] })
   | (Common & { outcome: "already_running"; holder: string; epoch: number; retry_at: number; retry: StepEvent })
-  | (Common & { outcome: "superseded"; epoch: number })
   | (Common & { outcome: "refused"; reason: string });
 
 export function runStep(state: State, event: StepEvent, options: StepOptions): Promise<StepOutcome>;

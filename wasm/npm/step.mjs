@@ -17,7 +17,7 @@ const MAX_IDLE_HOPS = 3;
 const logged = new Set();
 
 /**
- * Runs one event. `event`: `{pipeline, partition?, hop?, waited_epoch?}` —
+ * Runs one event. `event`: `{pipeline, partition?, hop?}` —
  * without a partition it starts the pipeline (hands off every partition
  * ready now). Options:
  * - `worker`: this invocation's worker id (e.g. `context.awsRequestId`);
@@ -30,13 +30,16 @@ const logged = new Set();
  * - `handoff(event)`: delivers a follow-up event (a new invocation: Lambda
  *   Invoke with InvocationType Event, an SQS message, …); may be omitted:
  *   the outcome's `events` lists them for the caller to deliver;
+ * - `onClaim({partition, epoch, at, after, ends_at})`: called once the
+ *   claim landed (a log line, a metric);
  * - `marginMs`: time one write takes, kept free for the release (300);
  * - `log(message, fields)`: where the untrusted-deadline notice goes
  *   (console.warn);
  * - `now`: the clock (Date.now).
  */
 export async function runStep(state, event, options) {
-  const { worker, batch, handoff, marginMs = 300, log = (m, f) => console.warn(m, JSON.stringify(f)), now = Date.now } = options;
+  const { worker, batch, handoff, onClaim, marginMs = 300, log = (m, f) => console.warn(m, JSON.stringify(f)), now = Date.now } = options;
+  const requestsAtStart = state.requests;
   const pipeline = event.pipeline;
   const events = [];
   const hand = async (next) => {
@@ -75,17 +78,13 @@ export async function runStep(state, event, options) {
       return done({ outcome: "already_done", partition, ready });
     }
   }
+  // Held by a live lease: say when it may be taken over, and deliver this same event again then.
+  // Every event for a partition is interchangeable — a duplicate, a retry, a continuation — and the
+  // lease lets one of them work at a time, so a retry never needs to know whose lease it waited for.
   const lease = read.doc.lease;
-  const waited = event.waited_epoch;
-  if (waited != null && lease && (lease.epoch > waited || lease.released_at != null)) {
-    // The holder we waited for finished its invocation (and handed off its
-    // own follow-up), or someone took over since: theirs to continue.
-    return done({ outcome: "superseded", partition, epoch: lease.epoch });
-  }
   const retryAt = lease && call(() => core.takeoverAt(JSON.stringify(lease), state.config));
   if (lease && lease.worker_id !== worker && retryAt != null && now() < retryAt) {
-    return done({ outcome: "already_running", partition, holder: lease.worker_id, epoch: lease.epoch, retry_at: retryAt,
-      retry: { ...event, waited_epoch: lease.epoch } });
+    return done({ outcome: "already_running", partition, holder: lease.worker_id, epoch: lease.epoch, retry_at: retryAt, retry: event });
   }
 
   let held;
@@ -93,11 +92,10 @@ export async function runStep(state, event, options) {
     held = await state.claim(pipeline, partition, worker, now, { doc: read.doc, version: read.version }, adopt, deadline.ends_at, config);
   } catch (e) {
     if (e instanceof StateError && e.kind === "lease_held") {
-      if (waited != null && e.detail.epoch > waited) return done({ outcome: "superseded", partition, epoch: e.detail.epoch });
+      // Another invocation claimed it between our read and our write.
       const at = call(() => core.takeoverAt(JSON.stringify({ worker_id: e.detail.holder, epoch: e.detail.epoch, acquired_at: 0,
         expires_at: e.detail.expires_at, last_write: 0 }), state.config));
-      return done({ outcome: "already_running", partition, holder: e.detail.holder, epoch: e.detail.epoch, retry_at: at,
-        retry: { ...event, waited_epoch: e.detail.epoch } });
+      return done({ outcome: "already_running", partition, holder: e.detail.holder, epoch: e.detail.epoch, retry_at: at, retry: event });
     }
     // Paused, failed for good, or waiting on an unfinished upstream: nothing to run now.
     if (e instanceof StateError && ["invalid_transition", "not_ready"].includes(e.kind)) return done({ outcome: "refused", partition, reason: e.message });
@@ -105,8 +103,12 @@ export async function runStep(state, event, options) {
   }
 
   const claimedAt = now();
+  // Store requests by phase: the claim (with its reads), each batch's checkpoint, the release or completion (with the hand-off's reads).
+  const requests = { claim: state.requests - requestsAtStart, batches: [], finish: 0 };
+  let mark = state.requests;
+  const summary = { partition, epoch: held.lease.epoch, resumed_after: held.doc.last_processed_id ?? null, batches: 0, ends_at: deadline.ends_at, requests };
+  if (onClaim) await onClaim({ partition, epoch: held.lease.epoch, at: claimedAt, after: held.doc.last_processed_id ?? null, ends_at: deadline.ends_at });
   const pace = call(() => new core.Pace(deadline.ends_at, marginMs, config));
-  const summary = { partition, epoch: held.lease.epoch, resumed_after: held.doc.last_processed_id ?? null, batches: 0, ends_at: deadline.ends_at };
   try {
     while (pace.anotherBatch(now())) {
       const started = now();
@@ -123,14 +125,18 @@ export async function runStep(state, event, options) {
       if (result.done) {
         await held.complete(result.progress ?? {}, now);
         const ready = await readyAfter(state, pipeline, partition, now);
+        requests.finish = state.requests - mark;
         for (const p of ready) await hand({ pipeline, partition: p, hop: 0 });
         return done({ outcome: "completed", ...summary, ready, records_processed: held.doc.records_processed });
       }
       await held.checkpoint(result.progress ?? {}, now);
+      requests.batches.push(state.requests - mark);
+      mark = state.requests;
       pace.record(now() - started);
       if (held.stopped) return done({ outcome: "stopped", ...summary, by: held.stopped.requested_by });
     }
     await held.release({}, now);
+    requests.finish = state.requests - mark;
   } catch (e) {
     if (!(e instanceof StateError)) throw e;
     // The lease passed on (fenced: someone else took over and continues),

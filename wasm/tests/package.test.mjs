@@ -122,7 +122,7 @@ test("runStep: claim capped at the deadline, batches while the pace allows, one 
   assert.ok(!store.since(before).includes("PUT"), store.since(before));
 });
 
-test("runStep: a duplicate finds the lease held and answers when to retry, writing nothing; the retry is superseded or takes over", async () => {
+test("runStep: a duplicate finds the lease held and answers when to retry, writing nothing; retried then, it takes over a dead holder's partition", async () => {
   const store = new MemoryStore();
   const state = await pipeline(store, "dup");
   const clock = { t: T0 };
@@ -140,7 +140,7 @@ test("runStep: a duplicate finds the lease held and answers when to retry, writi
   assert.equal(dup.outcome, "already_running", JSON.stringify(dup));
   assert.equal(dup.holder, "inv-a");
   assert.equal(dup.retry_at, deadline + 300 + 1, "the first millisecond past the deadline plus the skew allowance");
-  assert.deepEqual(dup.retry, { pipeline: "dup", partition: "extract@1", waited_epoch: 1 });
+  assert.deepEqual(dup.retry, { pipeline: "dup", partition: "extract@1" }, "the same event, again");
   assert.equal(store.since(mark), "GET", "one read, no write");
 
   // Retried before the holder let go: still running.
@@ -161,14 +161,12 @@ test("runStep: a duplicate finds the lease held and answers when to retry, writi
   assert.equal(store.since(beforeWake), "", "no request");
   assert.equal(store.doc("dup", "extract@1").records_processed, 20);
 
-  // A retry whose awaited holder finished normally is superseded: that holder handed off its own follow-up.
-  const late = await runStep(new State({ store, config }), { pipeline: "dup", partition: "extract@0", waited_epoch: 0 }, { worker: "inv-e", deadline: clock.t + 3000, now, batch: source(clock, { total: 10 }) });
-  assert.equal(late.outcome, "completed", "epoch 0 (never claimed) is nobody's: it runs");
-  const stale = await runStep(new State({ store, config }), { pipeline: "dup", partition: "transform@1", waited_epoch: 0 }, { worker: "inv-f", deadline: clock.t + 3000, now, marginMs: 200,
-    batch: async () => { clock.t += 100; return { progress: { add_records: 1, last_processed_id: "x" } }; } });
-  assert.equal(stale.outcome, "continue");
-  const superseded = await runStep(new State({ store, config }), { pipeline: "dup", partition: "transform@1", waited_epoch: 1 }, { worker: "inv-g", deadline: clock.t + 3000, now, batch: () => assert.fail("no batch") });
-  assert.deepEqual([superseded.outcome, superseded.events], ["superseded", []]);
+  // The retry of a holder that let go normally runs too: every event of a partition is interchangeable.
+  const first0 = await runStep(new State({ store, config }), { pipeline: "dup", partition: "extract@0" }, { worker: "inv-e", deadline: clock.t + 3000, now, marginMs: 200,
+    batch: async () => { clock.t += 1000; return { progress: { add_records: 1, last_processed_id: "x-1" } }; } });
+  assert.deepEqual([first0.outcome, first0.batches], ["continue", 2]);
+  const retried = await runStep(new State({ store, config }), { pipeline: "dup", partition: "extract@0" }, { worker: "inv-f", deadline: clock.t + 3000, now, marginMs: 200, batch: source(clock, { total: 10 }) });
+  assert.deepEqual([retried.outcome, retried.resumed_after, retried.epoch], ["completed", "x-1", 2]);
 });
 
 test("runStep: an untrusted deadline falls back to one configured lease and is logged once", async () => {
