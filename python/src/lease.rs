@@ -339,8 +339,9 @@ impl Lease {
     }
 
     /// Leaving the block: on an exception, fail (retryable) with its text
-    /// and release; otherwise release unless already finished. A failure of
-    /// that write never hides the block's own exception.
+    /// and release; on KeyboardInterrupt or SystemExit, and when leaving
+    /// normally, release unless already finished. A failure of that write
+    /// never hides the block's own exception.
     #[pyo3(signature = (exc_type=None, exc=None, _traceback=None))]
     fn __exit__(
         &self,
@@ -353,6 +354,12 @@ impl Lease {
             return Ok(false);
         }
         match (exc_type, exc) {
+            // KeyboardInterrupt, SystemExit: the work was interrupted, not
+            // wrong; give the partition back without counting a failure.
+            (Some(t), _) if !t.is_subclass_of::<pyo3::exceptions::PyException>()? => {
+                let _ = self.release(py, None, 0, 0, 0, None);
+                Ok(false)
+            }
             (Some(t), e) => {
                 let name = t.qualname().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
                 let text = e.and_then(|e| e.str().ok()).map(|s| s.to_string()).unwrap_or_default();

@@ -122,6 +122,20 @@ def test_an_exception_in_the_block_fails_retryably_and_the_retry_resumes(state: 
     assert state.view("p")["records_processed"] == 150
 
 
+def test_an_interrupt_releases_without_a_failure(state: oxiflow.State) -> None:
+    state.create_pipeline("p", steps=["s"])
+    with pytest.raises(KeyboardInterrupt):
+        with state.claim("p", "s", worker="w1") as lease:
+            lease.checkpoint(last_id="3", records=3)
+            raise KeyboardInterrupt
+    assert lease.ended == "released"
+    part = partitions(state.view("p"))["s"]
+    assert (part["failures"], part["total_errors"], part["readiness"]["state"]) == (0, 0, "ready")
+    with state.claim("p", worker="w2") as again:
+        assert again.bookmark == "3"
+        again.complete()
+
+
 def test_leaving_the_block_normally_releases(state: oxiflow.State) -> None:
     state.create_pipeline("p", steps=["s"])
     with state.claim("p", worker="w1") as lease:
