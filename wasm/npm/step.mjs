@@ -71,9 +71,11 @@ export async function runStep(state, event, options) {
     const pipelineJson = await state.readPipeline(pipeline);
     adopt = JSON.parse(call(() => core.adoption(pipelineJson, partition)));
     if (adopt.run_id === read.doc.run_id && adopt.generation <= (read.doc.generation ?? 0)) {
-      // Completed in this run: hand off again what it made ready (its
-      // invocation may have died between the completion and the hand-off).
-      const ready = await readyAfter(state, pipeline, partition, now);
+      // Completed in this run. Its invocation may have died between the
+      // completion and the hand-off: hand off again what it made ready and
+      // nobody has claimed yet (a partition claimed once has its own chain
+      // of events; re-sending those would only add duplicates).
+      const ready = await readyAfter(state, pipeline, partition, now, true);
       for (const p of ready) await hand({ pipeline, partition: p, hop: 0 });
       return done({ outcome: "already_done", partition, ready });
     }
@@ -160,8 +162,11 @@ export async function runStep(state, event, options) {
   return done({ outcome: "continue", ...summary, hop: hop + 1, held_ms: now() - claimedAt, records_processed: held.doc.records_processed });
 }
 
-/** What the core's hand-off names once `partition` is completed: read the pipeline, ask `handoff`. */
-async function readyAfter(state, pipeline, partition, now) {
+/** What the core's hand-off names once `partition` is completed: read the pipeline, ask `handoff`; `unclaimed`: only those never claimed. */
+async function readyAfter(state, pipeline, partition, now, unclaimed = false) {
   const { pipeline: pipelineJson, partitions } = await state.read(pipeline);
-  return JSON.parse(call(() => core.handoff(pipelineJson, `[${partitions.map((p) => p.json).join(",")}]`, now(), partition, state.config)));
+  const ready = JSON.parse(call(() => core.handoff(pipelineJson, `[${partitions.map((p) => p.json).join(",")}]`, now(), partition, state.config)));
+  if (!unclaimed) return ready;
+  const claimed = new Set(partitions.map((p) => JSON.parse(p.json)).filter((d) => d.lease).map((d) => (d.shard == null ? d.step_id : `${d.step_id}@${d.shard}`)));
+  return ready.filter((p) => !claimed.has(p));
 }
