@@ -204,3 +204,68 @@ test("damaged bytes are refused with a typed error", () => {
   assert.throws(() => wasm.decodePartition("k", new TextEncoder().encode('{"format_version":1,"x":')), (e) => JSON.parse(e).error === "corrupt");
   assert.throws(() => wasm.decodePartition("k", new TextEncoder().encode('{"format_version":9,"a":1,"checksum":"00000000"}')), (e) => JSON.parse(e).error === "unsupported_format");
 });
+
+test("holders with a deadline: the core's judgement of a reported deadline, the lease capped there, the pace, the hand-off", () => {
+  const now = 1_764_000_000_000;
+  const judge = (reported) => JSON.parse(wasm.judgeDeadline(reported, now, JSON.stringify({ lease: { ttl_ms: 30_000 } })));
+  assert.deepEqual(judge(now + 60_000), { ends_at: now + 60_000 });
+  assert.deepEqual(judge(null), { ends_at: now + 30_000, distrust: { reason: "missing" }, message: "no deadline was reported" });
+  assert.equal(judge(600_000).distrust.reason, "past", "a duration sent where a time belongs");
+  assert.deepEqual(judge(now + 16 * 60_000).distrust, { reason: "too_far", ahead_ms: 16 * 60_000 });
+
+  // A claim with a deadline 5 s ahead: the lease ends there, though the configured ttl is 30 s…
+  const store = new MemoryStore();
+  const key = wasm.partitionKey("orders", "extract");
+  run(new wasm.Operation(key, JSON.stringify({ create: JSON.parse(wasm.newPartition("orders", "extract", "run-1", now)) })), store, now);
+  const deadline = now + 5_000;
+  const config = wasm.deadlineConfig(null, deadline, now);
+  assert.equal(JSON.parse(config).lease.ttl_ms, 30_000, "the configured ttl is already longer than the time to the deadline");
+  assert.equal(JSON.parse(wasm.deadlineConfig(null, now + 120_000, now)).lease.ttl_ms, 120_000, "a later deadline: the lease lasts until it, no heartbeats");
+  const claimed = run(new wasm.Operation(key, JSON.stringify({ claim: { worker_id: "lambda-1", write_id: 1, deadline } }), config), store, now).ok;
+  assert.equal(claimed.doc.lease.expires_at, deadline);
+  // …and no write of the session extends it: the checkpoint's document keeps it.
+  const held = wasm.HolderSession.claimed(key, JSON.stringify(claimed), config, now, deadline);
+  assert.equal(held.deadline(), deadline);
+  assert.ok(write(held, store, now + 1_000, { add_records: 5 }).ok.landed);
+  assert.equal(JSON.parse(wasm.decodePartition(key, store.objects.get(key).body)).lease.expires_at, deadline);
+  // Without the cap the same write pushes it a whole ttl on.
+  const uncapped = wasm.HolderSession.claimed(key, JSON.stringify({ ...claimed, doc: JSON.parse(held.doc()), version: JSON.parse(held.version()) }), config, now);
+  assert.equal(uncapped.deadline(), undefined);
+  // Others may take over the first millisecond past expires_at + skew (2 s by default).
+  const lease = JSON.parse(held.doc()).lease;
+  assert.equal(wasm.takeoverAt(JSON.stringify(lease)), deadline + 2_000 + 1);
+  assert.equal(wasm.takeoverAt(JSON.stringify({ ...lease, released_at: now })), undefined, "released: claimable now");
+  const early = run(new wasm.Operation(key, JSON.stringify({ claim: { worker_id: "lambda-2", write_id: 2 } })), store, deadline + 2_000);
+  assert.equal(early.error.error, "lease_held");
+  const late = run(new wasm.Operation(key, JSON.stringify({ claim: { worker_id: "lambda-2", write_id: 2 } })), store, deadline + 2_001);
+  assert.equal(late.ok.doc.lease.epoch, lease.epoch + 1);
+  // The killed holder's write, by its own clock past trust, is refused before it is sent.
+  const before = store.requests;
+  assert.equal(write(held, store, deadline - 1_000, { add_records: 1 }).error.error, "expired");
+  assert.equal(store.requests, before, "nothing sent");
+
+  // The pace: the last write may begin at 5000 − 2000 (safety margin) − 300 (margin) = 2700 ms.
+  const pace = new wasm.Pace(deadline, 300, null);
+  assert.equal(pace.lastWriteAt(), now + 2_700);
+  assert.ok(pace.anotherBatch(now), "the first batch, while time is left");
+  assert.equal(pace.budget(now), 2_700);
+  pace.record(1_000);
+  assert.ok(pace.anotherBatch(now + 1_700) && !pace.anotherBatch(now + 1_701), "only while the longest batch still fits");
+  assert.deepEqual(JSON.parse(pace.measured()), { longest_ms: 1_000, batches: 1 });
+
+  // The hand-off: an aligned shard follows its own upstream shard; a barrier waits for all.
+  const plan = [{ step_id: "extract", shards: 2 }, { step_id: "transform", shards: 2, after: [{ step_id: "extract", kind: "aligned" }] },
+    { step_id: "load", after: [{ step_id: "transform" }] }];
+  const pipeline = wasm.newPipeline("shop", "run-1", JSON.stringify(plan), now);
+  const docs = ["extract@0", "extract@1", "transform@0", "transform@1", "load"].map((p) => JSON.parse(wasm.newPartition("shop", p, "run-1", now)));
+  const complete = (i) => (docs[i].status = { completed: { completed_at: now } });
+  const handoff = (done) => JSON.parse(wasm.handoff(pipeline, JSON.stringify(docs), now, done));
+  complete(1);
+  assert.deepEqual(handoff("extract@1"), ["transform@1"]);
+  complete(3);
+  assert.deepEqual(handoff("transform@1"), [], "load waits on transform@0");
+  complete(0);
+  complete(2);
+  assert.deepEqual(handoff("transform@0"), ["load"]);
+  assert.deepEqual(handoff("load"), []);
+});
