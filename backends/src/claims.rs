@@ -145,12 +145,12 @@ impl StateManager {
         if doc.step(&partition.step_id).is_none() {
             return Err(oxiflow_core::Error::NotFound { key }.into());
         }
-        let mut wanted = vec![partition.clone()];
-        wanted.extend(self.upstream_of(&doc, partition).await?);
-        let docs = self.read_partitions(pipeline, wanted).await?;
-        if !docs.iter().any(|d| &d.partition_id() == partition) {
-            return Err(oxiflow_core::Error::NotFound { key }.into());
-        }
+        // The partition itself with its version (the claim then needs no
+        // GET of its own), and what it depends on.
+        let upstream = self.upstream_of(&doc, partition).await?;
+        let (own, mut docs) = futures::try_join!(self.read::<PartitionDoc>(&key), self.read_partitions(pipeline, upstream))?;
+        let (own, version) = own.ok_or_else(|| oxiflow_core::Error::NotFound { key: key.clone() })?;
+        docs.push(own.clone());
         // The core's scheduler over just these documents: the partition's
         // readiness depends on nothing else.
         match self.schedule(&doc, &docs, Some(worker)).readiness(partition) {
@@ -164,7 +164,7 @@ impl StateManager {
             Some(r @ Readiness::Backoff { .. }) if wait_backoff => {
                 Err(oxiflow_core::Error::NotReady { key, reason: readiness_reason(r) }.into())
             }
-            _ => self.claim_checked(pipeline, partition, worker, Some(doc.adoption(&partition.step_id)), None).await,
+            _ => self.claim_checked(pipeline, partition, worker, Some(doc.adoption(&partition.step_id)), Some((own, version))).await,
         }
     }
 
