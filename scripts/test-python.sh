@@ -30,5 +30,6 @@ echo "python: pytest python/tests"
 # installed wheel, not the source folder without its native module.
 python -m pytest python/tests -p no:cacheprovider "$@"
 
-echo "python: mypy --strict python/examples"
-mypy --strict --no-incremental python/examples
+echo "python: mypy --strict (the examples, the Airflow provider, the Dagster integration and their tests)"
+mypy --strict --no-incremental python/examples python/oxiflow/airflow python/oxiflow/dagster \
+  python/tests/test_airflow.py python/tests/test_dagster.py examples/airflow examples/dagster
