@@ -87,6 +87,7 @@ class Platform {
   forcedKill = false;
   #busy = new Set();
   #idle = [];
+  #all = new Set();
   #starting = 0;
   #queue = [];
   #timers = new Set();
@@ -124,7 +125,7 @@ class Platform {
     this.#refill();
     if (this.#busy.size === 0 && this.#timers.size === 0 && this.#queue.length === 0 && !this.#closed) {
       this.#closed = true;
-      for (const sandbox of this.#idle) sandbox.child.kill("SIGKILL");
+      for (const sandbox of this.#all) sandbox.child.kill("SIGKILL"); // the idle ones, and any still starting
       this.#done();
     }
   }
@@ -139,6 +140,7 @@ class Platform {
     this.#starting++;
     const child = spawn(process.execPath, [join(here, "invoke.mjs")], { env, stdio: ["pipe", "pipe", "pipe"] });
     const sandbox = { child, spawned: Date.now(), inv: null, lines: [], stderr: "" };
+    this.#all.add(sandbox);
     let buffer = "";
     child.stdout.on("data", (chunk) => {
       buffer += chunk;
@@ -150,7 +152,10 @@ class Platform {
       }
     });
     child.stderr.on("data", (d) => (sandbox.stderr += d));
-    child.on("exit", () => this.#exit(sandbox));
+    child.on("exit", () => {
+      this.#all.delete(sandbox);
+      this.#exit(sandbox);
+    });
   }
 
   #line(sandbox, line) {
