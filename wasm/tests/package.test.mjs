@@ -189,6 +189,26 @@ test("runStep: an untrusted deadline falls back to one configured lease and is l
   assert.match(logs[1], /no deadline was reported/);
 });
 
+test("runStep: an invocation with no time for a batch releases and hands off; a few such in a row stop the chain", async () => {
+  const store = new MemoryStore();
+  const state = await pipeline(store, "short");
+  const clock = { t: T0 };
+  const now = () => clock.t;
+  const logs = [];
+  // The last write may begin at deadline − 300 (safety margin) − 200 (margin): no time at all for a batch.
+  const opts = (worker) => ({ worker, deadline: clock.t + 500, now, marginMs: 200, log: (m) => logs.push(m), batch: () => assert.fail("no batch fits") });
+  let event = { pipeline: "short", partition: "extract@0" };
+  for (const idle of [1, 2, 3]) {
+    const out = await runStep(state, event, opts(`inv-${idle}`));
+    assert.deepEqual([out.outcome, out.batches, out.events[0].idle], ["continue", 0, idle]);
+    assert.ok(store.doc("short", "extract@0").lease.released_at, "released, so the next one may claim at once");
+    event = out.events[0];
+  }
+  const last = await runStep(state, event, opts("inv-4"));
+  assert.deepEqual([last.outcome, last.events], ["no_time", []]);
+  assert.match(logs.at(-1), /no batch fitted before the deadline in 4 invocations in a row/);
+});
+
 // ---------- the `oxiflow serve` driver, over fetch ----------
 
 const bin = process.env.OXIFLOW_BIN ?? join(root, "target/release/oxiflow");
