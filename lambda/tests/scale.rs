@@ -14,9 +14,10 @@
 //! load (barrier)`: it delivers the first events, the continuations and
 //! hand-offs read from the outcomes; delivers ~20 % of events twice at
 //! once; SIGKILLs ~10 % of invocations at a random moment (and any still
-//! running at its deadline), and redelivers them as retries; a retry
-//! told `already_running` is redelivered at its `retry_at`; at most 8
-//! children run at once.
+//! running at its deadline), and redelivers them as retries (half keep the
+//! dead attempt's request id, as Lambda's own retries do; the others get a
+//! new one); a retry told `already_running` is redelivered at its
+//! `retry_at`; at most 8 children run at once.
 //!
 //! Asserted: the pipeline completes; every partition counted exactly its
 //! range (exactly once); no two processes' batch work on one partition
@@ -123,10 +124,10 @@ impl Shape {
     /// transform shard needs about `invocations / 1.45 / (2 × shards)` work
     /// invocations of ~9 batches (a work invocation is duplicated 20 %
     /// of the time, killed 10 %, and a kill or a failure costs a retry or
-    /// two; measured: ~1.65 invocations per work invocation).
+    /// two; measured: ~1.5 invocations per work invocation).
     fn for_invocations(invocations: u64) -> Shape {
         let shards = (invocations / 25).clamp(4, 40) as u32;
-        let work = invocations as f64 / 1.65 / (2.0 * f64::from(shards));
+        let work = invocations as f64 / 1.5 / (2.0 * f64::from(shards));
         let batches = ((work - 0.5).max(0.5) * 9.0).round() as u64;
         Shape { shards, per_shard: batches.max(2) * BATCH }
     }
@@ -282,11 +283,16 @@ fn scale_child() {
 
 /// An event to deliver; `retry` when it redelivers a killed or failed
 /// invocation (a retry told `already_running` comes back at `retry_at`).
+/// Half the retries keep the request id of the attempt they retry, as
+/// Lambda's own retries do (the runner then holds the lease under the same
+/// worker id, and takes it back at once); the others get a fresh one, as a
+/// redelivery through a queue or an emulator does.
 #[derive(Debug, Clone)]
 struct Delivery {
     event: StepEvent,
     retry: bool,
     not_before_ms: i64,
+    request_id: Option<String>,
 }
 
 /// An invocation that ended without an answer: killed, or failed.
@@ -298,6 +304,8 @@ struct Death {
     deadline_ms: i64,
     killed: bool,
     by_deadline: bool,
+    /// Its retry keeps its request id.
+    same_id: bool,
 }
 
 #[derive(Debug, Default)]
@@ -329,6 +337,7 @@ struct Platform {
     outstanding: AtomicUsize,
     tally: Mutex<Tally>,
     counter: AtomicU64,
+    rng: Mutex<Rng>,
 }
 
 impl Platform {
@@ -340,7 +349,7 @@ impl Platform {
 
     /// Runs one invocation of `event` in a new process, killing it at
     /// `kill_after` or at its deadline, whichever comes first.
-    async fn invoke(&self, event: &StepEvent, kill_after: Option<Duration>) -> (u32, i64, Ended) {
+    async fn invoke(&self, event: &StepEvent, request_id: Option<&str>, kill_after: Option<Duration>) -> (u32, i64, String, Ended) {
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let started = Instant::now();
         let deadline_ms = now_ms() + DEADLINE.as_millis() as i64;
@@ -348,7 +357,7 @@ impl Platform {
             endpoint: self.endpoint.clone(),
             url: self.url.clone(),
             event: event.clone(),
-            request_id: format!("req-{n:05}"),
+            request_id: request_id.map_or_else(|| format!("req-{n:05}"), String::from),
             deadline_ms,
             seed: self.seed ^ n.wrapping_mul(0x2545_F491_4F6C_DD1D),
             log: self.log.clone(),
@@ -386,13 +395,15 @@ impl Platform {
                 Ended::Killed { by_deadline: kill_after.is_none_or(|k| k >= DEADLINE), at_us }
             }
         };
-        (pid, deadline_ms, ended)
+        (pid, deadline_ms, orders.request_id, ended)
     }
 
     /// One copy of a delivery, start to end: invoke, read the outcome, send
     /// what comes next.
     async fn run(&self, delivery: Delivery, duplicate: bool, kill_after: Option<Duration>) {
-        let (pid, deadline_ms, ended) = self.invoke(&delivery.event, kill_after).await;
+        let (pid, deadline_ms, request_id, ended) = self.invoke(&delivery.event, delivery.request_id.as_deref(), kill_after).await;
+        let same_id = self.rng.lock().unwrap().chance(0.5);
+        let retry_id = same_id.then_some(request_id);
         let partition = delivery.event.partition.as_ref().map(|p| p.to_string()).unwrap_or_default();
         let mut t = self.tally.lock().unwrap();
         t.invocations += 1;
@@ -405,9 +416,9 @@ impl Platform {
                     // The invocation failed: the platform retries it.
                     *t.outcomes.entry("error".into()).or_default() += 1;
                     t.errors.push(error.to_string());
-                    t.deaths.push(Death { pid, partition, at_us: now_us(), deadline_ms, killed: false, by_deadline: false });
+                    t.deaths.push(Death { pid, partition, at_us: now_us(), deadline_ms, killed: false, by_deadline: false, same_id });
                     drop(t);
-                    self.deliver(Delivery { retry: true, not_before_ms: now_ms() + 100, ..delivery });
+                    self.deliver(Delivery { retry: true, not_before_ms: now_ms() + 100, request_id: retry_id, ..delivery });
                 } else {
                     let outcome: StepOutcome = serde_json::from_value(report["outcome"].clone()).unwrap();
                     let name = report["outcome"]["outcome"].as_str().unwrap().to_string();
@@ -416,10 +427,12 @@ impl Platform {
                     match outcome {
                         StepOutcome::Completed { handed_off, .. } | StepOutcome::AlreadyDone { handed_off, .. } => {
                             for event in handed_off {
-                                self.deliver(Delivery { event, retry: false, not_before_ms: 0 });
+                                self.deliver(Delivery { event, retry: false, not_before_ms: 0, request_id: None });
                             }
                         }
-                        StepOutcome::Continue { next, .. } => self.deliver(Delivery { event: next, retry: false, not_before_ms: 0 }),
+                        StepOutcome::Continue { next, .. } => {
+                            self.deliver(Delivery { event: next, retry: false, not_before_ms: 0, request_id: None })
+                        }
                         // A retry of a killed invocation waits until the lease can be taken over.
                         StepOutcome::AlreadyRunning { retry_at, .. } if delivery.retry => {
                             self.deliver(Delivery { not_before_ms: retry_at.as_millis() + 1, ..delivery })
@@ -429,9 +442,9 @@ impl Platform {
                 }
             }
             Ended::Killed { by_deadline, at_us } => {
-                t.deaths.push(Death { pid, partition, at_us, deadline_ms, killed: true, by_deadline });
+                t.deaths.push(Death { pid, partition, at_us, deadline_ms, killed: true, by_deadline, same_id });
                 drop(t);
-                self.deliver(Delivery { retry: true, not_before_ms: 0, ..delivery });
+                self.deliver(Delivery { retry: true, not_before_ms: 0, request_id: retry_id, ..delivery });
             }
             Ended::NoReport(out) => {
                 t.no_report += 1;
@@ -543,10 +556,11 @@ async fn a_thousand_invocations_count_exactly_once_with_never_two_holders() {
         outstanding: AtomicUsize::new(0),
         tally: Mutex::default(),
         counter: AtomicU64::new(0),
+        rng: Mutex::new(Rng(seed ^ 0x5851_F42D_4C95_7F2D)),
     });
     for shard in 0..shape.shards {
         let event = StepEvent::start(pipeline.clone(), PartitionId::parse(&format!("extract@{shard}")).unwrap());
-        platform.deliver(Delivery { event, retry: false, not_before_ms: 0 });
+        platform.deliver(Delivery { event, retry: false, not_before_ms: 0, request_id: None });
     }
 
     // Due deliveries wait here for a slot: retries of killed or failed
@@ -575,7 +589,8 @@ async fn a_thousand_invocations_count_exactly_once_with_never_two_holders() {
             let mut copies = vec![(delivery.clone(), false, kill(&mut rng))];
             if rng.chance(DUPLICATES) {
                 platform.outstanding.fetch_add(1, Ordering::SeqCst);
-                copies.push((delivery.clone(), true, kill(&mut rng)));
+                // A duplicate is another invocation: its own request id.
+                copies.push((Delivery { request_id: None, ..delivery.clone() }, true, kill(&mut rng)));
             }
             // The copies of a duplicate are started one after the other.
             if delivery.retry {
@@ -670,8 +685,11 @@ async fn a_thousand_invocations_count_exactly_once_with_never_two_holders() {
     // Takeover after a kill: the next batch by another process, against
     // the bound — the dead invocation's deadline + skew, plus the time a
     // redelivery needs to get a slot and claim.
+    // (A retry that keeps the dead attempt's request id holds the lease
+    // under the same worker id: it takes it back at once.)
     let mut takeovers: Vec<i64> = Vec::new();
     let mut after_lease: Vec<i64> = Vec::new();
+    let mut same_id: Vec<i64> = Vec::new();
     let held = |d: &Death| works.get(&d.partition).is_some_and(|list| list.iter().any(|w| w.pid == d.pid));
     for death in tally.deaths.iter().filter(|d| d.killed && held(d)) {
         let list = &works[&death.partition];
@@ -692,18 +710,24 @@ async fn a_thousand_invocations_count_exactly_once_with_never_two_holders() {
             death.partition,
             (resumed - lease_end) / 1_000
         );
-        takeovers.push((resumed - death.at_us) / 1_000);
-        after_lease.push((resumed - lease_end) / 1_000);
+        if death.same_id {
+            same_id.push((resumed - death.at_us) / 1_000);
+        } else {
+            takeovers.push((resumed - death.at_us) / 1_000);
+            after_lease.push((resumed - lease_end) / 1_000);
+        }
     }
     takeovers.sort_unstable();
     after_lease.sort_unstable();
+    same_id.sort_unstable();
     let median = |v: &[i64]| v.get(v.len() / 2).copied().unwrap_or(0);
     eprintln!(
         "RAN scale on moto ({slots} slots, seed {seed}): {} invocations ({} duplicate deliveries), {} killed ({} at the deadline), \
          faults injected {} lost responses + {} failed requests (in children that answered), outcomes {:?}; \
          {} partitions ({} shards, {} records per shard), {} batches, {} cross-process batch pairs checked; wall {:.1} s; \
-         takeover after a kill of a holder: n={} median {} ms max {} ms from the kill (bound deadline {} ms + skew {} ms), \
-         {} / {} ms after the lease became claimable",
+         takeover after a kill of a holder, retried with a new request id: n={} median {} ms max {} ms from the kill \
+         (bound deadline {} ms + skew {} ms), {} / {} ms after the lease became claimable; \
+         retried with the same request id: n={} median {} ms max {} ms from the kill",
         tally.invocations,
         tally.duplicates,
         tally.deaths.iter().filter(|d| d.killed).count(),
@@ -724,6 +748,9 @@ async fn a_thousand_invocations_count_exactly_once_with_never_two_holders() {
         SKEW.as_millis(),
         median(&after_lease),
         after_lease.last().copied().unwrap_or(0),
+        same_id.len(),
+        median(&same_id),
+        same_id.last().copied().unwrap_or(0),
     );
     let mut errors: BTreeMap<&str, usize> = BTreeMap::new();
     for e in &tally.errors {
