@@ -61,6 +61,8 @@ export type StepOutcome =
   | (Ran & { outcome: "no_time" })
   | (Common & { outcome: "already_done"; ready: string[] })
   | (Common & { outcome: "already_running"; holder: string; epoch: number; retry_at: number; retry: StepEvent })
+  /** A later hop of the partition has written since this event was sent: its chain went on without it. */
+  | (Common & { outcome: "superseded"; hop: number; current_hop: number })
   | (Common & { outcome: "refused"; reason: string });
 
 export function runStep(state: State, event: StepEvent, options: StepOptions): Promise<StepOutcome>;

@@ -10,6 +10,11 @@
 // core's (through wasm); this file only sequences them.
 import { call, core, StateError } from "./state.mjs";
 
+/** The `extra` key each write of a hop records it under: events of earlier hops are stale. */
+const HOP = "hop";
+
+const withHop = (progress, hop) => ({ ...progress, extra: { ...progress?.extra, [HOP]: String(hop) } });
+
 /** Invocations in a row that may run no batch before the chain stops. */
 const MAX_IDLE_HOPS = 3;
 
@@ -80,9 +85,14 @@ export async function runStep(state, event, options) {
       return done({ outcome: "already_done", partition, ready });
     }
   }
+  // A later hop of this partition has written since this event was sent:
+  // its chain went on without it (and should that invocation die, the
+  // platform redelivers *its* event), so this one is a stale duplicate.
+  const stored = Number(read.doc.extra?.[HOP] ?? 0);
+  if (hop < stored) return done({ outcome: "superseded", partition, hop, current_hop: stored });
   // Held by a live lease: say when it may be taken over, and deliver this same event again then.
-  // Every event for a partition is interchangeable — a duplicate, a retry, a continuation — and the
-  // lease lets one of them work at a time, so a retry never needs to know whose lease it waited for.
+  // Events of one hop are interchangeable — a duplicate, a retry — and the lease lets one of them
+  // work at a time; a retry cannot tell its own killed attempt's lease from a live holder's.
   const lease = read.doc.lease;
   const retryAt = lease && call(() => core.takeoverAt(JSON.stringify(lease), state.config));
   if (lease && lease.worker_id !== worker && retryAt != null && now() < retryAt) {
@@ -125,19 +135,19 @@ export async function runStep(state, event, options) {
       }
       summary.batches++;
       if (result.done) {
-        await held.complete(result.progress ?? {}, now);
+        await held.complete(withHop(result.progress, hop), now);
         const ready = await readyAfter(state, pipeline, partition, now);
         requests.finish = state.requests - mark;
         for (const p of ready) await hand({ pipeline, partition: p, hop: 0 });
         return done({ outcome: "completed", ...summary, ready, records_processed: held.doc.records_processed });
       }
-      await held.checkpoint(result.progress ?? {}, now);
+      await held.checkpoint(withHop(result.progress, hop), now);
       requests.batches.push(state.requests - mark);
       mark = state.requests;
       pace.record(now() - started);
       if (held.stopped) return done({ outcome: "stopped", ...summary, by: held.stopped.requested_by });
     }
-    await held.release({}, now);
+    await held.release(withHop({}, hop), now);
     requests.finish = state.requests - mark;
   } catch (e) {
     if (!(e instanceof StateError)) throw e;
