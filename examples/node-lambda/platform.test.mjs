@@ -21,7 +21,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const endpoint = process.env.OXIFLOW_TEST_S3_ENDPOINT;
-const bucket = process.env.OXIFLOW_TEST_S3_BUCKET ?? "oxiflow-test";
+// A bucket of its own: moto lists by walking the whole bucket, and the shared one holds every earlier test's objects.
+const bucket = `oxiflow-platform-${process.pid}`;
 if (!endpoint) {
   if (process.env.CI) throw new Error("moto must run in CI (scripts/test.sh starts it)");
   console.log("SKIPPED: OXIFLOW_TEST_S3_ENDPOINT is not set");
@@ -41,7 +42,7 @@ const MAX_INVOCATIONS = 400;
 // being swamped — a swamped machine overruns deadlines, whose redeliveries
 // swamp it more.
 const CONCURRENCY = 8;
-const IDLE_SANDBOXES = 4;
+const IDLE_SANDBOXES = 6;
 const config = { lease: { ttl_ms: DEADLINE_MS, heartbeat_interval_ms: 1000, skew_allowance_ms: SKEW_MS, safety_margin_ms: 300 } };
 const pipeline = "platform";
 const prefix = `platform-${process.pid}`;
@@ -101,10 +102,11 @@ class Platform {
     this.#refill();
   }
 
-  /** Delivers an event: one invocation, or two (a duplicate delivery). */
-  deliver(event) {
+  /** Delivers an event: one invocation, or two (a duplicate delivery). `urgent` (a retry at its time) goes first. */
+  deliver(event, urgent = false) {
     if (this.#busy.size >= CONCURRENCY) this.throttled++;
-    this.#queue.push(event);
+    if (urgent) this.#queue.unshift(event);
+    else this.#queue.push(event);
     if (random() < DUPLICATE) {
       this.duplicates++;
       this.later(Date.now() + Math.floor(random() * 300), () => this.#queue.push(event));
@@ -228,7 +230,7 @@ class Platform {
     } else if (inv.result) {
       const r = inv.result;
       this.outcomes[r.outcome] = (this.outcomes[r.outcome] ?? 0) + 1;
-      if (r.outcome === "already_running") this.later(r.retry_at, () => this.deliver(r.retry));
+      if (r.outcome === "already_running") this.later(r.retry_at, () => this.deliver(r.retry, true));
       for (const next of r.events) this.deliver(next);
     } else {
       this.errors.push(`${JSON.stringify(inv.event)}: ${inv.error ?? "no result"}\n${sandbox.stderr.slice(-2000)}`);
@@ -243,6 +245,9 @@ const quantile = (xs, q) => {
 };
 
 test("a pipeline of Lambda invocations under duplicates, kills and a 3 s deadline completes exactly, in order, taking over killed holders within deadline + skew + 1 s", { timeout: 240_000 }, async (t) => {
+  const { S3Client, CreateBucketCommand } = await import("@aws-sdk/client-s3");
+  await new S3Client({ endpoint, forcePathStyle: true, region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" } })
+    .send(new CreateBucketCommand({ Bucket: bucket }));
   ox("state", "create", pipeline, "--step", `extract:${SHARDS}`, "--step", `transform:${SHARDS}`, "--step", "load", "--after", "transform=extract:aligned");
   const platform = new Platform();
   const began = Date.now();
@@ -292,20 +297,24 @@ test("a pipeline of Lambda invocations under duplicates, kills and a 3 s deadlin
   // Every killed holder's partition was claimed again within deadline + skew + 1 s of its death
   // (unless its completion had landed before it died).
   const latencies = [];
+  const late = [];
   for (const d of platform.deaths.filter((d) => d.held && d.partition && completedAt[d.partition] > d.at)) {
     const next = platform.claims.filter((c) => c.partition === d.partition && c.at > d.at).sort((a, b) => a.at - b.at)[0];
     assert.ok(next, `${d.partition} killed at ${d.at} (${d.why}) was never claimed again`);
     latencies.push(next.at - d.at);
     const by = platform.invocations.find((i) => i.claimed?.claimed === d.partition && i.claimed.epoch === next.epoch);
-    assert.ok(next.at - d.at <= BOUND_MS, `${d.partition}: claimed again ${next.at - d.at} ms after its holder died (${d.why}; its lease ended at ` +
-      `${d.held.ends_at - d.at} ms after the death); bound ${BOUND_MS} ms; the claimer got its event ${by.started - d.at} ms after the death ` +
-      `and claimed ${next.at - by.started} ms after that; event ${JSON.stringify(by.event)}`);
+    if (next.at - d.at > BOUND_MS) {
+      late.push(`${d.partition}: claimed again ${next.at - d.at} ms after its holder died (${d.why}; its lease ended at ` +
+        `${d.held.ends_at - d.at} ms after the death); the claimer got its event ${by.started - d.at} ms after the death ` +
+        `and claimed ${next.at - by.started} ms after that; event ${JSON.stringify(by.event)}`);
+    }
   }
-  assert.ok(latencies.length >= 3, "at least one holder per step was killed mid-work (the forced kills)");
   const inits = platform.invocations.map((i) => i.init_ms);
   t.diagnostic(`sandbox init (process start to handler loaded, ahead of the event): median ${quantile(inits, 0.5)} ms, max ${Math.max(...inits)} ms`);
   t.diagnostic(`takeover after a holder's death (${latencies.length}): median ${quantile(latencies, 0.5)} ms, max ${Math.max(...latencies)} ms, ` +
-    `all ${JSON.stringify(latencies.sort((a, b) => a - b))}; bound ${BOUND_MS} ms (deadline ${DEADLINE_MS} + skew ${SKEW_MS} + 1000)`);
+    `all ${JSON.stringify([...latencies].sort((a, b) => a - b))}; bound ${BOUND_MS} ms (deadline ${DEADLINE_MS} + skew ${SKEW_MS} + 1000)`);
+  assert.deepEqual(late, [], `every killed holder's partition is claimed again within ${BOUND_MS} ms of its death`);
+  assert.ok(latencies.length >= 3, "at least one holder per step was killed mid-work (the forced kills)");
 
   // Store requests per phase, counted by each invocation's S3 store against moto.
   const ran = platform.invocations.map((i) => i.result).filter((r) => r?.requests);
