@@ -20,12 +20,9 @@ fi
 for tool in curl python3 node npm; do command -v "$tool" >/dev/null || { echo "missing $tool: install it and run again"; exit 1; }; done
 rustup target add wasm32-unknown-unknown >/dev/null
 rustup component add clippy rustfmt >/dev/null
-for pkg in azurite binaryen playwright-core typescript @azure/storage-blob; do
+for pkg in azurite binaryen playwright-core typescript @azure/storage-blob @types/node; do
   if [ ! -d "tools/node_modules/$pkg" ]; then npm install --prefix tools --no-audit --no-fund --loglevel=error >/dev/null; break; fi
 done
-if [ ! -d examples/node-lambda/node_modules/@aws-sdk/client-s3 ]; then
-  npm install --prefix examples/node-lambda --no-audit --no-fund --loglevel=error >/dev/null
-fi
 
 step "python: one virtual environment (target/venv) with moto, cargo-lambda, maturin, pytest, mypy, Airflow and Dagster"
 source scripts/venv.sh
@@ -54,8 +51,9 @@ start_azurite
 start_redis
 if docker info >/dev/null 2>&1; then echo "docker engine: reachable (MinIO via testcontainers runs)"; else echo "docker engine: not reachable here; MinIO via testcontainers is skipped, moto and azurite cover S3 and Azure"; fi
 
-step "wasm package for browsers and Node.js (before the tests: oxiflow serve embeds it for the dashboard)"
+step "wasm package for browsers and Node.js, and the npm package @oxiflow/state packed and installed into the Node example (before the tests: oxiflow serve embeds the wasm for the dashboard)"
 scripts/build-wasm.sh
+scripts/npm-pack.sh
 
 step "tests (release: the simulation runs 2,500 proptest cases; the Lambda example under cargo lambda watch)"
 cargo test --workspace --release --locked
@@ -67,8 +65,10 @@ step "the core in headless Chromium: shared vectors through wasm-bindgen-test"
 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner CHROMEDRIVER=/usr/bin/chromedriver WASM_BINDGEN_TEST_TIMEOUT=60 \
   cargo test -p oxiflow-wasm --target wasm32-unknown-unknown --locked
 
-step "TypeScript: the wasm package's declarations and JSON types compile (tsc --strict)"
+step "TypeScript: the wasm package's declarations, JSON types and the npm package as the Node example uses it compile (tsc --strict)"
 tools/node_modules/.bin/tsc --noEmit --strict --target es2022 --lib esnext --module nodenext --moduleResolution nodenext wasm/tests/types.check.ts
+tools/node_modules/.bin/tsc --noEmit --strict --target es2022 --lib esnext,dom --module nodenext --moduleResolution nodenext \
+  --typeRoots tools/node_modules/@types --types node examples/node-lambda/types.check.ts
 echo ok
 
 step "Node.js and the browser: the Node package, the Lambda example on S3, the dashboard in Chromium (screenshots in target/test-artifacts/)"
