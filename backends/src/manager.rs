@@ -193,10 +193,22 @@ impl StateManager {
         Ok(created.doc)
     }
 
-    /// Reads and decodes one document.
+    /// Reads and decodes one document. A transient failure is retried
+    /// like a write's, by the core's [`oxiflow_core::RetryPolicy`] (a read
+    /// changes nothing, so sending it again is always safe).
     pub async fn read<D: Document>(&self, key: &str) -> Result<Option<(D, oxiflow_core::Version)>> {
         let limits = &self.config.limits;
-        match self.store.get(key, limits.max_document_bytes).await? {
+        let mut failures = 0;
+        let found = loop {
+            match self.store.get(key, limits.max_document_bytes).await {
+                Err(Error::Unavailable { .. }) if failures < self.config.retry.max_transient_failures => {
+                    failures += 1;
+                    tokio::time::sleep(self.config.retry.delay(failures, self.random())).await;
+                }
+                other => break other?,
+            }
+        };
+        match found {
             None => Ok(None),
             Some(o) => Ok(Some((codec::decode(key, &o.body, limits)?, o.version))),
         }

@@ -225,8 +225,10 @@ impl<D: Work> Mutation for Write<D> {
         if finish.is_some() {
             lease.released_at = Some(ctx.now);
         } else {
+            // A write never shortens the lease: a holder whose clock stepped
+            // back keeps what it had (and never ends before it began).
             let ttl = lease.ttl_ms.map_or(ctx.config.lease.ttl, core::time::Duration::from_millis);
-            lease.expires_at = capped(ctx.now.plus(ttl), self.deadline);
+            lease.expires_at = capped(ctx.now.plus(ttl), self.deadline).max(lease.expires_at);
         }
         Ok(true)
     }

@@ -93,3 +93,21 @@ fn a_completion_hands_off_its_aligned_shard_and_a_barrier_only_when_all_are_done
     complete(&mut docs[4]);
     assert_eq!(handoff_of(&docs, "load"), Vec::<String>::new(), "nothing follows the last step");
 }
+
+#[test]
+fn a_holder_whose_clock_stepped_back_never_shortens_its_lease() {
+    let p = PipelineDoc::new(id("orders"), id("run-1"), plan::chain([(id("extract"), None)]), at(0)).unwrap();
+    let mut doc = partition(&p, "extract");
+    apply(&Claim::<PartitionDoc>::new(id("w1"), 1), &mut doc, at(60_000)).unwrap();
+    let before = doc.lease.as_ref().unwrap().expires_at;
+    // The holder's clock jumps a minute back (NTP step) before its checkpoint.
+    let holder = Holder::of(doc.lease.as_ref().unwrap());
+    apply(&Write::checkpoint(holder, 2, Progress { add_records: 3, ..Progress::default() }), &mut doc, at(0)).unwrap();
+    let lease = doc.lease.as_ref().unwrap();
+    assert_eq!(lease.expires_at, before, "kept, not moved before the claim");
+    // What it stores still decodes: a lease never ends before it began.
+    doc.version = 2; // as the driver stores it
+    let body = codec::encode("key", &doc, &Limits::default()).unwrap();
+    let decoded: PartitionDoc = codec::decode("key", &body, &Limits::default()).unwrap();
+    assert_eq!(decoded.records_processed, 3);
+}
