@@ -113,8 +113,9 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error and its sources, joined with ": ", for a message (never to
-/// decide anything by).
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// decide anything by): what the CLI prints, the Python exceptions and the
+/// Lambda runner's error responses say.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -45,7 +45,7 @@ pub use self::redis::{RedisStore, DEFAULT_PREFIX as REDIS_DEFAULT_PREFIX};
 pub use claims::{readiness_reason, Claimed, Next};
 #[cfg(feature = "testing")]
 pub use counting::{CountingStore, RequestCounts};
-pub use error::{Error, Result};
+pub use error::{chain, Error, Result};
 #[cfg(feature = "testing")]
 pub use faults::{FaultCounts, Faults, FaultyStore};
 pub use http::{HttpStore, GENERATION_HEADER, MAX_BYTES_HEADER, SIZE_HEADER};

@@ -12,7 +12,7 @@ pub enum Error {
     State(#[from] oxiflow_backends::Error),
     /// The state is stored, but the next invocations could not be started;
     /// the retry of this invocation sends them again.
-    #[error("the state is stored but the hand-off failed: {0}")]
+    #[error("the state is stored but the hand-off failed")]
     Handoff(#[source] crate::BatchError),
     /// The configuration (`OXIFLOW_*`, `.oxiflow/config.yaml`) is wrong.
     #[error(transparent)]
@@ -40,15 +40,7 @@ impl From<oxiflow_core::Error> for Error {
 /// `fenced`, …), `errorMessage` the message with its causes.
 impl From<Error> for lambda_runtime::Diagnostic {
     fn from(e: Error) -> Self {
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !message.contains(&text) {
-                message = format!("{message}: {text}");
-            }
-            source = cause.source();
-        }
+        let message = oxiflow_backends::chain(&e);
         let kind = serde_json::to_value(e.kind()).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         lambda_runtime::Diagnostic { error_type: kind, error_message: message }
     }

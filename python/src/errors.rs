@@ -51,34 +51,21 @@ impl Failure {
     }
 }
 
-/// The error and its sources joined with ": ", as the CLI prints them
-/// (anyhow's `{:#}`).
-fn message(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 impl From<oxiflow_backends::Error> for Failure {
     fn from(e: oxiflow_backends::Error) -> Self {
-        Failure::of_kind(e.kind(), message(&e))
+        Failure::of_kind(e.kind(), oxiflow_backends::chain(&e))
     }
 }
 
 impl From<oxiflow_core::Error> for Failure {
     fn from(e: oxiflow_core::Error) -> Self {
-        Failure::of_kind(e.kind(), message(&e))
+        Failure::of_kind(e.kind(), oxiflow_backends::chain(&e))
     }
 }
 
 impl From<oxiflow_backends::config::ConfigError> for Failure {
     fn from(e: oxiflow_backends::config::ConfigError) -> Self {
-        Failure::new("ConfigError", message(&e))
+        Failure::new("ConfigError", oxiflow_backends::chain(&e))
     }
 }
 
