@@ -41,6 +41,20 @@ impl Default for LeaseConfig {
 }
 
 impl LeaseConfig {
+    /// These settings for a claim that asks for its own `ttl` (`oxiflow
+    /// claim --ttl`, Python's `claim(ttl=)`): the heartbeat interval scales
+    /// with the ttl and stays within the trusted time. The safety margin
+    /// stays (later writers apply the configured one), so `None` when the
+    /// ttl does not exceed it: no write could ever be trusted under it.
+    pub fn with_ttl(&self, ttl: Duration) -> Option<LeaseConfig> {
+        let room = ttl.checked_sub(self.safety_margin).filter(|room| !room.is_zero())?;
+        let scaled = match self.ttl.is_zero() {
+            true => self.heartbeat_interval,
+            false => self.heartbeat_interval.mul_f64(ttl.as_secs_f64() / self.ttl.as_secs_f64()),
+        };
+        Some(LeaseConfig { ttl, heartbeat_interval: scaled.min(room / 2).max(Duration::from_millis(1)), ..*self })
+    }
+
     /// Rejects settings under which a holder could not keep its lease.
     pub fn validate(&self) -> Result<(), Error> {
         if self.ttl.is_zero() {
@@ -302,6 +316,20 @@ mod tests {
 
     fn at(ms: i64) -> Timestamp {
         Timestamp::from_millis(ms)
+    }
+
+    #[test]
+    fn a_claims_own_ttl_scales_the_heartbeat_and_keeps_the_margin() {
+        let c = cfg(); // ttl 1000, heartbeat 300, margin 100
+        let long = c.with_ttl(Duration::from_millis(4000)).unwrap();
+        assert_eq!(
+            (long.ttl, long.heartbeat_interval, long.safety_margin),
+            (Duration::from_millis(4000), Duration::from_millis(1200), c.safety_margin)
+        );
+        let short = c.with_ttl(Duration::from_millis(300)).unwrap();
+        assert_eq!(short.heartbeat_interval, Duration::from_millis(90), "scaled, and within half the trusted time");
+        assert!(short.validate().is_ok() && long.validate().is_ok());
+        assert_eq!(c.with_ttl(c.safety_margin), None, "never trusted");
     }
 
     #[test]

@@ -102,17 +102,12 @@ pub struct Session<D: Work = PartitionDoc> {
 impl<D: Work> Session<D> {
     /// The session a landed claim starts.
     pub fn claimed(key: impl Into<String>, claim: Committed<D>, config: Config, now: Timestamp) -> Self {
-        Session {
-            key: key.into(),
-            doc: claim.doc,
-            version: claim.version,
-            config,
-            unresolved: None,
-            in_flight: None,
-            last_stored_at: now,
-            taken: false,
-            deadline: None,
-        }
+        Self::held(key.into(), claim.doc, claim.version, config, now)
+    }
+
+    /// A holder's session on `doc` as stored at `version`, nothing in flight.
+    fn held(key: String, doc: D, version: Version, config: Config, now: Timestamp) -> Self {
+        Session { key, doc, version, config, unresolved: None, in_flight: None, last_stored_at: now, taken: false, deadline: None }
     }
 
     /// The same session for a holder that must be done by `deadline` (a
@@ -140,17 +135,7 @@ impl<D: Work> Session<D> {
     ) -> Result<Self, Error> {
         let key = key.into();
         match doc.lease() {
-            Some(l) if &l.worker_id == worker && l.is_open() => Ok(Session {
-                key,
-                doc,
-                version,
-                config,
-                unresolved: None,
-                in_flight: None,
-                last_stored_at: now,
-                taken: false,
-                deadline: None,
-            }),
+            Some(l) if &l.worker_id == worker && l.is_open() => Ok(Self::held(key, doc, version, config, now)),
             other => {
                 let holder = other.filter(|l| l.is_open()).map(|l| l.worker_id.clone());
                 let held_once = other.is_some_and(|l| &l.worker_id == worker || l.previous.iter().any(|h| &h.worker_id == worker));

@@ -52,22 +52,16 @@ fn text(name: &str, value: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     value.extract::<String>().map(Some).map_err(|_| Failure::invalid(format!("{name} must be a string")).into())
 }
 
-/// The lease settings for a claim with its own ttl, as `oxiflow claim
-/// --ttl` takes them: the heartbeat interval scales with the ttl and stays
-/// within the trusted time; a ttl not above the safety margin is refused.
+/// The lease settings for a claim with its own ttl (the core's
+/// [`LeaseConfig::with_ttl`], as `oxiflow claim --ttl`), or why not.
 fn lease_with_ttl(ttl: Duration, configured: &LeaseConfig) -> Result<LeaseConfig, Failure> {
-    let margin = configured.safety_margin;
-    if ttl <= margin {
+    let Some(lease) = configured.with_ttl(ttl) else {
+        let margin = humantime::format_duration(configured.safety_margin);
         return Err(Failure::invalid(format!(
-            "ttl {} is too short: a lease is trusted until it expires minus the safety margin ({}), so the ttl must be longer than {} (or lower safety_margin)",
+            "ttl {} is too short: a lease is trusted until it expires minus the safety margin ({margin}), so the ttl must be longer than {margin} (or lower safety_margin)",
             humantime::format_duration(ttl),
-            humantime::format_duration(margin),
-            humantime::format_duration(margin)
         )));
-    }
-    let scaled = configured.heartbeat_interval.mul_f64(ttl.as_secs_f64() / configured.ttl.as_secs_f64());
-    let heartbeat_interval = scaled.min((ttl - margin) / 2).max(Duration::from_millis(1));
-    let lease = LeaseConfig { ttl, heartbeat_interval, ..*configured };
+    };
     lease.validate().map_err(|e| Failure::invalid(format!("ttl {}: {e}", humantime::format_duration(ttl))))?;
     Ok(lease)
 }

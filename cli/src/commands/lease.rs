@@ -70,25 +70,17 @@ async fn not_found(m: &StateManager, p: &PipelineId, spec: &str, e: oxiflow_back
     }
 }
 
-/// The lease settings for a claim with its own ttl: the heartbeat interval
-/// scales with the ttl (a one-shot claim never heartbeats, but a worker
-/// would). The safety margin stays, since later `checkpoint` processes use
-/// the configured one: a ttl that does not exceed it could never be written
-/// under, and is refused with the limit.
+/// The lease settings for a claim with its own ttl (the core's
+/// `LeaseConfig::with_ttl`: the heartbeat scales, the safety margin stays),
+/// or a usage error naming the limit.
 fn lease_for(ttl: std::time::Duration, configured: &oxiflow_core::LeaseConfig) -> anyhow::Result<oxiflow_core::LeaseConfig> {
-    let margin = configured.safety_margin;
-    if ttl <= margin {
+    let Some(lease) = configured.with_ttl(ttl) else {
+        let margin = humantime::format_duration(configured.safety_margin);
         return Err(exit::usage(format!(
-            "--ttl {} is too short: a lease is trusted until it expires minus the safety margin ({}), so the ttl must be longer than {} (or lower state.safety_margin)",
+            "--ttl {} is too short: a lease is trusted until it expires minus the safety margin ({margin}), so the ttl must be longer than {margin} (or lower state.safety_margin)",
             humantime::format_duration(ttl),
-            humantime::format_duration(margin),
-            humantime::format_duration(margin)
         )));
-    }
-    let scaled = configured.heartbeat_interval.mul_f64(ttl.as_secs_f64() / configured.ttl.as_secs_f64());
-    let room = ttl - margin; // the heartbeat must come within the trusted time
-    let heartbeat_interval = scaled.min(room / 2).max(std::time::Duration::from_millis(1));
-    let lease = oxiflow_core::LeaseConfig { ttl, heartbeat_interval, ..*configured };
+    };
     lease.validate().map_err(|e| exit::usage(format!("--ttl {}: {e}", humantime::format_duration(ttl))))?;
     Ok(lease)
 }
