@@ -44,8 +44,11 @@ impl HttpStore {
         Ok(HttpStore { client, describe: base.clone(), base, token })
     }
 
-    fn url(&self, key: &str) -> String {
-        format!("{}/v1/objects/{key}", self.base)
+    /// The object's URL; the core's key rules first, so a bad key is refused
+    /// here as it is by every store, before any request.
+    fn url(&self, key: &str) -> Result<String> {
+        oxiflow_core::keys::check_key(key)?;
+        Ok(format!("{}/v1/objects/{key}", self.base))
     }
 
     fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
@@ -127,7 +130,7 @@ impl ConditionalStore for HttpStore {
     }
 
     async fn get(&self, key: &str, max_bytes: usize) -> Result<Option<Object>> {
-        let r = self.request(reqwest::Method::GET, self.url(key)).header(MAX_BYTES_HEADER, max_bytes);
+        let r = self.request(reqwest::Method::GET, self.url(key)?).header(MAX_BYTES_HEADER, max_bytes);
         let response = self.send_idempotent(r).await?;
         match response.status() {
             StatusCode::NOT_FOUND => return Ok(None),
@@ -151,7 +154,7 @@ impl ConditionalStore for HttpStore {
     }
 
     async fn put_if_absent(&self, key: &str, body: Vec<u8>) -> Result<Version> {
-        let r = self.request(reqwest::Method::PUT, self.url(key)).header(IF_NONE_MATCH, "*").body(body);
+        let r = self.request(reqwest::Method::PUT, self.url(key)?).header(IF_NONE_MATCH, "*").body(body);
         let response = self.send(r).await?;
         match response.status() {
             s if s.is_success() => Ok(version_from(response.headers())),
@@ -161,7 +164,7 @@ impl ConditionalStore for HttpStore {
     }
 
     async fn put_if_match(&self, key: &str, body: Vec<u8>, version: &Version) -> Result<Version> {
-        let r = self.request(reqwest::Method::PUT, self.url(key)).headers(condition_headers(version)?).body(body);
+        let r = self.request(reqwest::Method::PUT, self.url(key)?).headers(condition_headers(version)?).body(body);
         let response = self.send(r).await?;
         match response.status() {
             s if s.is_success() => Ok(version_from(response.headers())),
@@ -170,7 +173,7 @@ impl ConditionalStore for HttpStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let response = self.send_idempotent(self.request(reqwest::Method::DELETE, self.url(key))).await?;
+        let response = self.send_idempotent(self.request(reqwest::Method::DELETE, self.url(key)?)).await?;
         match response.status() {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
             _ => Err(self.failure(key, response).await),
@@ -178,6 +181,7 @@ impl ConditionalStore for HttpStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        oxiflow_core::keys::check_prefix(prefix)?;
         let url = url::Url::parse_with_params(&format!("{}/v1/keys", self.base), [("prefix", prefix)])
             .map_err(|e| Error::InvalidUrl { url: self.base.clone(), reason: e.to_string() })?;
         let response = self.send_idempotent(self.request(reqwest::Method::GET, url.to_string())).await?;

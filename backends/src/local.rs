@@ -33,8 +33,10 @@ pub struct LocalDirStore {
     describe: String,
 }
 
-fn io<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io { operation, path: path.display().to_string(), source }
+/// A failed file operation on `key` (a path relative to the root: messages
+/// never carry absolute paths).
+fn io<'a>(operation: &'static str, key: &'a str) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io { operation, path: key.to_string(), source }
 }
 
 fn etag(bytes: &[u8]) -> Version {
@@ -48,7 +50,7 @@ impl LocalDirStore {
     /// temp files of writers that died mid-write.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(io("create directory", &root))?;
+        fs::create_dir_all(&root).map_err(io("create directory", &root.display().to_string()))?;
         let describe = format!("file://{}", root.display());
         let store = LocalDirStore { root, describe };
         store.locked(|| store.remove_dead_temp_files())?;
@@ -61,14 +63,15 @@ impl LocalDirStore {
     /// Returns how many were removed.
     fn remove_dead_temp_files(&self) -> Result<usize> {
         let mut removed = 0;
-        walk_files(&self.root, |name, path| {
+        walk_files(&self.root, &self.root, |key, path| {
+            let name = key.rsplit('/').next().unwrap_or(key);
             if !(name.starts_with('.') && name.ends_with(TEMP_SUFFIX)) {
                 return Ok(());
             }
             match fs::remove_file(path) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(io("remove dead temp file", path)(e)),
+                Err(e) => return Err(io("remove dead temp file", key)(e)),
             }
             Ok(())
         })?;
@@ -78,59 +81,62 @@ impl LocalDirStore {
         Ok(removed)
     }
 
-    /// Maps a key to a path, refusing anything that could leave the root.
+    /// Maps a key to a path; the core's key rules keep it inside the root.
     fn path(&self, key: &str) -> Result<PathBuf> {
-        let bad = |why: &str| Error::Core(oxiflow_core::Error::InvalidInput { reason: format!("key {key:?} {why}") });
-        if key.is_empty() || key.starts_with('/') || key.contains('\\') || key.contains('\0') {
-            return Err(bad("must be a relative path"));
-        }
-        if key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == ".." || seg.starts_with('.')) {
-            return Err(bad("has an empty, dot or hidden segment"));
-        }
+        oxiflow_core::keys::check_key(key)?;
         Ok(self.root.join(key))
     }
 
     /// Runs `f` holding the store-wide exclusive lock.
     fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let lock_path = self.root.join(LOCK_FILE);
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io("open lock", &lock_path))?;
-        lock.lock().map_err(io("lock", &lock_path))?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io("open lock", LOCK_FILE))?;
+        lock.lock().map_err(io("lock", LOCK_FILE))?;
         let result = f();
         drop(lock); // closing the descriptor releases the flock
         result
     }
 
+    /// Reads the regular file at `path`. The last component is opened without
+    /// following a symlink and without blocking (a FIFO planted at a key
+    /// would hold the reader forever); anything but a regular file there is
+    /// a foreign object, refused as corrupt.
     fn read(path: &Path, key: &str, max_bytes: usize) -> Result<Option<Vec<u8>>> {
-        let mut file = match File::open(path) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io("open", path)(e)),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_a_file(key)),
+            Err(e) => return Err(io("open", key)(e)),
         };
-        let size = file.metadata().map_err(io("stat", path))?.len();
-        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let meta = file.metadata().map_err(io("stat", key))?;
+        if !meta.is_file() {
+            return Err(not_a_file(key));
+        }
+        let size = usize::try_from(meta.len()).unwrap_or(usize::MAX);
         if size > max_bytes {
             return Err(oxiflow_core::Error::TooLarge { key: key.into(), size, limit: max_bytes }.into());
         }
         let mut body = Vec::with_capacity(size);
-        file.read_to_end(&mut body).map_err(io("read", path))?;
+        file.read_to_end(&mut body).map_err(io("read", key))?;
         Ok(Some(body))
     }
 
     /// Write temp + fsync + rename + fsync directory: after a crash the file
     /// holds either the old or the new bytes, never a mix.
-    fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
+    fn write_atomic(path: &Path, key: &str, body: &[u8]) -> Result<()> {
         let dir = path.parent().expect("keys have a parent: the root");
-        fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+        fs::create_dir_all(dir).map_err(io("create the directory of", key))?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
         #[allow(clippy::disallowed_methods)] // a unique temp-file name, not a decision
         let unique = rand::random::<u64>();
         let tmp = dir.join(format!(".{name}.{}.{unique:016x}{TEMP_SUFFIX}", std::process::id()));
         let result = (|| {
-            let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
-            file.write_all(body).map_err(io("write", &tmp))?;
-            file.sync_all().map_err(io("fsync", &tmp))?;
-            fs::rename(&tmp, path).map_err(io("rename into place", path))?;
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+            let mut file = File::create(&tmp).map_err(io("create a temp file for", key))?;
+            file.write_all(body).map_err(io("write a temp file for", key))?;
+            file.sync_all().map_err(io("fsync a temp file for", key))?;
+            fs::rename(&tmp, path).map_err(io("rename into place", key))?;
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync the directory of", key))
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -139,23 +145,22 @@ impl LocalDirStore {
     }
 
     /// Lists keys with their versions: each file is read and hashed, which
-    /// on a local disk is cheap next to decoding it.
+    /// on a local disk is cheap next to decoding it. Only regular files whose
+    /// relative path is a valid key are listed: no symlink is followed and
+    /// no special file opened.
     fn list_sync(&self, prefix: &str) -> Result<Vec<Listed>> {
+        oxiflow_core::keys::check_prefix(prefix)?;
         let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
         let mut keys = Vec::new();
-        walk_files(&self.root.join(dir), |name, path| {
-            if name.starts_with('.') {
-                return Ok(()); // the lock and temp files
+        walk_files(&self.root, &self.root.join(dir), |key, path| {
+            if !key.starts_with(prefix) || oxiflow_core::keys::check_key(key).is_err() {
+                return Ok(()); // the lock and temp files, and anything foreign
             }
-            let Ok(rel) = path.strip_prefix(&self.root) else { return Ok(()) };
-            let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-            if key.starts_with(prefix) {
-                // A file removed since the directory was read is not listed.
-                match fs::read(path) {
-                    Ok(body) => keys.push(Listed { key, version: Some(etag(&body)) }),
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => return Err(io("read", path)(e)),
-                }
+            match Self::read(path, key, usize::MAX) {
+                Ok(Some(body)) => keys.push(Listed { key: key.to_string(), version: Some(etag(&body)) }),
+                // Removed or replaced by something else since the directory was read.
+                Ok(None) | Err(Error::Core(oxiflow_core::Error::Corrupt { .. })) => {}
+                Err(e) => return Err(e),
             }
             Ok(())
         })?;
@@ -164,27 +169,45 @@ impl LocalDirStore {
     }
 }
 
-/// Calls `visit(name, path)` for every file under `root` (a missing `root`
-/// has none).
-fn walk_files(root: &Path, mut visit: impl FnMut(&str, &Path) -> Result<()>) -> Result<()> {
-    let mut stack = vec![root.to_path_buf()];
+fn not_a_file(key: &str) -> Error {
+    oxiflow_core::Error::Corrupt {
+        key: key.into(),
+        reason: "not a regular file (a symlink, directory or special file); nothing was overwritten".into(),
+    }
+    .into()
+}
+
+/// Calls `visit(key, path)` for every regular file under `dir`, `key` being
+/// its path relative to `root` with '/' between segments (a missing `dir`
+/// has none). Symlinks, FIFOs and other special files are skipped, never
+/// followed or opened.
+fn walk_files(root: &Path, dir: &Path, mut visit: impl FnMut(&str, &Path) -> Result<()>) -> Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let entries = match fs::read_dir(&d) {
             Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => continue,
-            Err(e) => return Err(io("list", &d)(e)),
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => continue,
+            Err(e) => return Err(io("list", &relative(root, &d))(e)),
         };
         for entry in entries {
-            let entry = entry.map_err(io("list", &d))?;
+            let entry = entry.map_err(io("list", &relative(root, &d)))?;
             let path = entry.path();
-            if entry.file_type().map_err(io("stat", &path))?.is_dir() {
+            let kind = entry.file_type().map_err(io("stat", &relative(root, &path)))?; // never follows a symlink
+            if kind.is_dir() {
                 stack.push(path);
-            } else if let Some(name) = entry.file_name().to_str() {
-                visit(name, &path)?;
+            } else if kind.is_file() {
+                visit(&relative(root, &path), &path)?;
             }
         }
     }
     Ok(())
+}
+
+/// `path` relative to `root`, '/'-separated: what messages name, never an
+/// absolute path.
+fn relative(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// Runs blocking file work off the async runtime.
@@ -211,10 +234,10 @@ impl ConditionalStore for LocalDirStore {
         let (this, path, key) = (self.clone(), self.path(key)?, key.to_string());
         blocking(move || {
             this.locked(|| {
-                if path.exists() {
+                if fs::symlink_metadata(&path).is_ok() {
                     return Err(Error::AlreadyExists { store: this.describe.clone(), key });
                 }
-                Self::write_atomic(&path, &body)?;
+                Self::write_atomic(&path, &key, &body)?;
                 Ok(etag(&body))
             })
         })
@@ -229,7 +252,7 @@ impl ConditionalStore for LocalDirStore {
                 if current.map(|b| etag(&b)).as_ref() != Some(&version) {
                     return Err(Error::Precondition { store: this.describe.clone(), key });
                 }
-                Self::write_atomic(&path, &body)?;
+                Self::write_atomic(&path, &key, &body)?;
                 Ok(etag(&body))
             })
         })
@@ -237,15 +260,15 @@ impl ConditionalStore for LocalDirStore {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let (this, path) = (self.clone(), self.path(key)?);
+        let (this, path, key) = (self.clone(), self.path(key)?, key.to_string());
         blocking(move || {
             this.locked(|| match fs::remove_file(&path) {
                 Ok(()) => {
                     let dir = path.parent().expect("keys have a parent");
-                    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync directory", dir))
+                    File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync the directory of", &key))
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(io("delete", &path)(e)),
+                Err(e) => Err(io("delete", &key)(e)),
             })
         })
         .await

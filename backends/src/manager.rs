@@ -31,10 +31,13 @@ pub fn system_clock() -> Clock {
 /// core's jitter); tests pass a seeded source.
 pub type Random = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-/// The thread-local generator: the one place randomness enters.
+/// The operating system's generator, drawn afresh for every number: the one
+/// place randomness enters. A user-space generator seeded once would hand a
+/// `fork()`ed child the parent's next write ids, and a write id that repeats
+/// makes a lost write look landed.
 pub fn system_random() -> Random {
-    #[allow(clippy::disallowed_methods)]
-    Arc::new(rand::random::<u64>)
+    use rand::TryRngCore;
+    Arc::new(|| rand::rngs::OsRng.try_next_u64().expect("the operating system's random source failed"))
 }
 
 /// How many documents are read at once when loading a pipeline.
@@ -229,6 +232,7 @@ impl StateManager {
     /// The pipeline document and all its partition documents: one LIST and
     /// a GET per document. Long-running readers keep a [`Snapshot`] and
     /// [`StateManager::refresh`] it instead.
+    /// A damaged document is its error: everything is needed.
     pub async fn load(&self, pipeline: &PipelineId) -> Result<(PipelineDoc, Vec<PartitionDoc>)> {
         let mut snapshot = Snapshot::new(pipeline.clone());
         self.refresh(&mut snapshot).await?;
@@ -236,16 +240,46 @@ impl StateManager {
         Ok((doc, snapshot.partitions()))
     }
 
-    /// The aggregated view of a pipeline now.
+    /// The aggregated view of a pipeline now; a damaged document is its
+    /// error ([`StateManager::view_readable`] shows the rest).
     pub async fn view(&self, pipeline: &PipelineId) -> Result<PipelineState> {
         let (doc, partitions) = self.load(pipeline).await?;
         self.aggregate(&doc, &partitions)
+    }
+
+    /// The aggregated view of what can be read, and the partition documents
+    /// that cannot, named: what people look at (`state show`, `serve`). A
+    /// damaged pipeline document is still an error: without it there is no
+    /// plan to show.
+    pub async fn view_readable(&self, pipeline: &PipelineId) -> Result<ReadableView> {
+        let mut snapshot = Snapshot::new(pipeline.clone()).keeping_damaged();
+        self.refresh(&mut snapshot).await?;
+        self.readable_view(&snapshot)
+    }
+
+    /// [`StateManager::view_readable`] of a snapshot already refreshed.
+    pub fn readable_view(&self, snapshot: &Snapshot) -> Result<ReadableView> {
+        let pipeline =
+            snapshot.pipeline().ok_or_else(|| oxiflow_core::Error::NotFound { key: keys::pipeline_doc(snapshot.pipeline_id()) })?;
+        Ok(ReadableView { state: self.aggregate(pipeline, &snapshot.partitions())?, damaged: snapshot.damaged() })
     }
 
     /// The aggregated view of documents already read, at this manager's clock.
     pub fn aggregate(&self, pipeline: &PipelineDoc, partitions: &[PartitionDoc]) -> Result<PipelineState> {
         Ok(aggregate(pipeline, partitions, self.now(), &self.config)?)
     }
+}
+
+/// A pipeline's view with the documents that could not be read beside it:
+/// as JSON, the view's fields and `damaged` (omitted when empty).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReadableView {
+    /// What the readable documents say.
+    #[serde(flatten)]
+    pub state: PipelineState,
+    /// Partition documents left out, each with its reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<crate::Damaged>,
 }
 
 /// `extract:4 -> transform:4 (after extract, aligned)`-style text for messages.

@@ -169,24 +169,29 @@ impl ConditionalStore for DeferredDir {
         &self.describe
     }
     async fn get(&self, key: &str, max_bytes: usize) -> Result<Option<Object>> {
+        oxiflow_core::keys::check_key(key)?; // refused before the directory is looked at, as by every store
         match self.existing()? {
             Some(s) => s.get(key, max_bytes).await,
             None => Ok(None),
         }
     }
     async fn put_if_absent(&self, key: &str, body: Vec<u8>) -> Result<Version> {
+        oxiflow_core::keys::check_key(key)?;
         self.opened()?.put_if_absent(key, body).await
     }
     async fn put_if_match(&self, key: &str, body: Vec<u8>, version: &Version) -> Result<Version> {
+        oxiflow_core::keys::check_key(key)?;
         self.opened()?.put_if_match(key, body, version).await
     }
     async fn delete(&self, key: &str) -> Result<()> {
+        oxiflow_core::keys::check_key(key)?;
         match self.existing()? {
             Some(s) => s.delete(key).await,
             None => Ok(()),
         }
     }
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        oxiflow_core::keys::check_prefix(prefix)?;
         match self.existing()? {
             Some(s) => s.list(prefix).await,
             None => Ok(Vec::new()),

@@ -213,3 +213,42 @@ async fn exports_of_an_older_format_import_and_newer_ones_are_refused() {
     let (pipeline, parts) = target.load(&p).await.unwrap();
     assert_eq!((pipeline.format_version, parts[0].format_version), (oxiflow_core::FORMAT_VERSION, oxiflow_core::FORMAT_VERSION));
 }
+
+/// What an attacker or a careless operator can plant in a local store's
+/// directory: a FIFO (opening it for reading would block forever), a symlink
+/// to a file outside the store, a directory where a document should be. Reads
+/// refuse them as corrupt at once, listings skip them, and no message names an
+/// absolute path.
+#[tokio::test]
+async fn a_local_store_never_follows_or_opens_special_files() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "secret").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = oxiflow_backends::LocalDirStore::open(dir.path()).unwrap();
+    store.put_if_absent("pipelines/p/partitions/ok.json", b"x".to_vec()).await.unwrap();
+    let parts = dir.path().join("pipelines/p/partitions");
+    let fifo = std::ffi::CString::new(parts.join("fifo.json").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0, "mkfifo");
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), parts.join("link.json")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), parts.join("linkdir")).unwrap();
+    std::fs::create_dir(parts.join("dir.json")).unwrap();
+
+    let bound = std::time::Duration::from_secs(10);
+    let listed = tokio::time::timeout(bound, store.list("pipelines/")).await.expect("a listing never blocks on a FIFO").unwrap();
+    assert_eq!(listed.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["pipelines/p/partitions/ok.json"]);
+    for key in ["fifo.json", "link.json", "dir.json"] {
+        let key = format!("pipelines/p/partitions/{key}");
+        let err = tokio::time::timeout(bound, store.get(&key, 1 << 20)).await.expect("a read never blocks on a FIFO").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupt, "{key}: {err}");
+        let err = store.put_if_absent(&key, b"y".to_vec()).await.unwrap_err();
+        assert!(matches!(err, Error::AlreadyExists { .. }), "{key}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(outside.path().join("secret.txt")).unwrap(), "secret", "nothing outside was touched");
+
+    // A write that fails on the file system names the key, not the path.
+    store.put_if_absent("pipelines/q", b"a file where a directory must be".to_vec()).await.unwrap();
+    let err = store.put_if_absent("pipelines/q/pipeline.json", b"x".to_vec()).await.unwrap_err();
+    let message = oxiflow_backends::chain(&err);
+    assert!(message.contains("pipelines/q/pipeline.json"), "{message}");
+    assert!(!message.contains(dir.path().to_str().unwrap()), "an absolute path in {message}");
+}

@@ -49,6 +49,67 @@ pub fn history_prefix(pipeline: &PipelineId, partition: &PartitionId) -> String 
     alloc::format!("{PIPELINES_PREFIX}{pipeline}/{HISTORY_DIR}{partition}/")
 }
 
+/// Longest key a store accepts, in bytes.
+pub const MAX_KEY_LEN: usize = 512;
+/// Longest segment (between '/') of a key, in bytes: a file name on every
+/// file system, and room for the longest id with its shard and suffix.
+pub const MAX_SEGMENT_LEN: usize = 160;
+/// Most segments in a key: the layout above uses at most five.
+pub const MAX_KEY_DEPTH: usize = 8;
+
+/// Checks a key before it reaches any store: relative, at most
+/// [`MAX_KEY_DEPTH`] segments of ASCII letters, digits and `._@-`, none
+/// empty, hidden (leading '.') or over [`MAX_SEGMENT_LEN`]. Keys become file
+/// names and object names, so this is what keeps every store inside its
+/// root. Refusals are `InvalidInput` naming the rule.
+pub fn check_key(key: &str) -> Result<(), Error> {
+    check_path(key, false)
+}
+
+/// Checks a listing prefix by the same rules as [`check_key`], except that
+/// it may be empty (everything) and its last segment may be empty or
+/// partial (`pipelines/`, `pipelines/ord`).
+pub fn check_prefix(prefix: &str) -> Result<(), Error> {
+    check_path(prefix, true)
+}
+
+fn check_path(path: &str, prefix: bool) -> Result<(), Error> {
+    let what = if prefix { "prefix" } else { "key" };
+    let bad = |why: &str| {
+        let shown: String = path.chars().take(64).flat_map(char::escape_debug).collect();
+        Error::invalid(alloc::format!("{what} \"{shown}\" {why}"))
+    };
+    if path.len() > MAX_KEY_LEN {
+        return Err(bad(&alloc::format!("is over {MAX_KEY_LEN} bytes")));
+    }
+    if prefix && path.is_empty() {
+        return Ok(());
+    }
+    let segments: alloc::vec::Vec<&str> = path.split('/').collect();
+    if segments.len() > MAX_KEY_DEPTH {
+        return Err(bad(&alloc::format!("has more than {MAX_KEY_DEPTH} segments")));
+    }
+    let last = segments.len() - 1;
+    for (i, segment) in segments.iter().enumerate() {
+        if segment.is_empty() {
+            if prefix && i == last {
+                continue;
+            }
+            return Err(bad("has an empty segment (a leading, trailing or doubled '/'): keys are relative paths"));
+        }
+        if segment.len() > MAX_SEGMENT_LEN {
+            return Err(bad(&alloc::format!("has a segment over {MAX_SEGMENT_LEN} bytes")));
+        }
+        if segment.starts_with('.') {
+            return Err(bad("has a segment starting with '.' (hidden, '.' or '..'): keys stay inside the store"));
+        }
+        if !segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-')) {
+            return Err(bad("may contain only ASCII letters, digits, '.', '_', '@', '-' and '/'"));
+        }
+    }
+    Ok(())
+}
+
 /// A key this layout produced, taken apart again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DocKey {
@@ -89,6 +150,46 @@ mod tests {
         assert!(parse(&history_doc(&p, &part, 42)).is_err(), "history copies are not live documents");
         assert_eq!(parse(&pipeline_doc(&p)).unwrap(), DocKey::Pipeline(p.clone()));
         assert_eq!(parse(&partition_doc(&p, &part)).unwrap(), DocKey::Partition(p, part));
+    }
+
+    #[test]
+    fn keys_and_prefixes_stay_inside_the_store() {
+        let p = PipelineId::new("orders").unwrap();
+        let part = PartitionId::shard(StepId::new(&"s".repeat(crate::id::MAX_ID_LEN)).unwrap(), u32::MAX);
+        for key in [pipeline_doc(&p), partition_doc(&p, &part), history_doc(&p, &part, u64::MAX), "_oxiflow/probe/00ff".into()] {
+            check_key(&key).unwrap();
+        }
+        for prefix in ["", "pipelines/", "pipelines/ord", "pipelines/orders/partitions/"] {
+            check_prefix(prefix).unwrap();
+        }
+        let deep = "a/".repeat(MAX_KEY_DEPTH) + "a";
+        let long = "a".repeat(MAX_SEGMENT_LEN + 1);
+        for bad in [
+            "",
+            "/etc/hosts",
+            "../outside/secret.txt",
+            "a/../b",
+            "a/./b",
+            "a//b",
+            "a/",
+            ".lock",
+            "a/.tmp",
+            "a\\b",
+            "a\0b",
+            "a b",
+            "a%2Fb",
+            "ä",
+            &deep,
+            &long,
+        ] {
+            assert!(check_key(bad).is_err(), "key {bad:?}");
+        }
+        for bad in ["../outside/", "../../../etc/host", "/", "/etc", "pipelines/../", "pipelines/.", "a//", ".", "..", "a\n", &deep, &long]
+        {
+            assert!(check_prefix(bad).is_err(), "prefix {bad:?}");
+        }
+        let message = check_prefix("../outside/").unwrap_err().to_string();
+        assert!(message.contains("stay inside the store"), "{message}");
     }
 
     #[test]

@@ -10,6 +10,11 @@ use crate::error::Error;
 use crate::id::WorkerId;
 use crate::time::{duration_ms, Timestamp};
 
+/// The longest lease ttl accepted: a batch that runs longer keeps its lease
+/// with heartbeats, and a lease of years would outlive every reader's
+/// patience (and overflow their clocks).
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Timing rules for leases. Core never reads a clock; these say how far to
 /// trust a timestamp taken on another machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +64,9 @@ impl LeaseConfig {
     pub fn validate(&self) -> Result<(), Error> {
         if self.ttl.is_zero() {
             return Err(Error::invalid("lease ttl must be positive"));
+        }
+        if self.ttl > MAX_LEASE_TTL {
+            return Err(Error::invalid("lease ttl must be at most 24h (a longer batch keeps its lease with heartbeats)"));
         }
         if self.safety_margin >= self.ttl {
             return Err(Error::invalid("lease safety margin must be shorter than the ttl"));
@@ -439,5 +447,8 @@ mod tests {
         c = cfg();
         c.heartbeat_interval = Duration::from_millis(950);
         assert!(c.validate().unwrap_err().to_string().contains("heartbeat"));
+        let years = LeaseConfig::default().with_ttl(Duration::from_secs(9_999_999_999 * 86_400)).unwrap();
+        assert!(years.validate().unwrap_err().to_string().contains("at most 24h"));
+        assert!(LeaseConfig::default().with_ttl(MAX_LEASE_TTL).unwrap().validate().is_ok());
     }
 }

@@ -105,12 +105,12 @@ pub use doc::{Document, ErrorLog, ErrorRecord, Limits, PartitionDoc, PipelineDoc
 pub use error::{Error, ErrorKind};
 pub use generation::{check_claim, Adoption, ClaimCheck, CommitReset, ResetScope};
 pub use id::{IdKind, IdRule, PartitionId, PipelineId, RunId, StepId, WorkerId};
-pub use lease::{Holder, Lease, LeaseConfig, LeaseStatus, StopRequest};
+pub use lease::{Holder, Lease, LeaseConfig, LeaseStatus, StopRequest, MAX_LEASE_TTL};
 pub use ops::{Claim, Create, Operator, PipelineProgress, RequestStop, Restore, Work, Write};
 pub use plan::{Dependency, DependencyKind, StepPlan};
 pub use protocol::{Action, Committed, Config, Context, Drive, Mutation, Object, Request, Response, RetryPolicy, Update, Version};
 pub use schedule::{handoff, schedule, PartitionReadiness, Readiness, Schedule, SchedulePolicy, StepReadiness};
 pub use session::{Session, SessionWrite, Written};
-pub use step::{Finish, Progress, StepAction};
+pub use step::{Finish, Progress, StepAction, MAX_COUNTER};
 pub use time::Timestamp;
 pub use view::{aggregate, LeaseView, PartitionState, PipelineState, StepError, StepState};

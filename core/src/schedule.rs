@@ -210,6 +210,23 @@ impl Schedule {
         });
         self.status == StatusKind::Completed || (self.status == StatusKind::Failed && stuck)
     }
+
+    /// True when no partition is ready, held, backing off, locked by an
+    /// operator or waiting for a new run to reach it: nothing will change
+    /// until someone acts (resumes, resets, restores a missing or damaged
+    /// document). A worker that finds it so with damaged documents gives up.
+    pub fn is_stalled(&self) -> bool {
+        !self.steps.iter().flat_map(|s| &s.partitions).any(|p| {
+            matches!(
+                p.readiness,
+                Readiness::Ready { .. }
+                    | Readiness::Held { .. }
+                    | Readiness::Backoff { .. }
+                    | Readiness::Locked { .. }
+                    | Readiness::OtherRun
+            )
+        })
+    }
 }
 
 /// What the scheduler knows of one upstream step once its partitions are

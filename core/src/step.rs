@@ -123,8 +123,17 @@ fn transition_error(from: StatusKind, action: StepAction) -> Error {
     Error::InvalidTransition { from, action, hint }
 }
 
+/// The largest batch number or counter a document holds: 2^53 − 1, the
+/// largest integer every runtime (JavaScript's numbers among them) reads
+/// exactly.
+pub const MAX_COUNTER: u64 = (1 << 53) - 1;
+
 fn add(field: &'static str, current: u64, delta: u64) -> Result<u64, Error> {
-    current.checked_add(delta).ok_or_else(|| Error::invalid(alloc::format!("{field} would overflow")))
+    current.checked_add(delta).filter(|sum| *sum <= MAX_COUNTER).ok_or_else(|| over_max(field))
+}
+
+fn over_max(field: &str) -> Error {
+    Error::invalid(alloc::format!("{field} would pass {MAX_COUNTER} (2^53 - 1, the largest number every runtime reads exactly)"))
 }
 
 impl PartitionDoc {
@@ -148,6 +157,9 @@ impl PartitionDoc {
             return Err(transition_error(self.status.kind(), StepAction::RecordProgress));
         }
         if let Some(b) = p.batch_number {
+            if b > MAX_COUNTER {
+                return Err(over_max("batch_number"));
+            }
             if b < self.batch_number {
                 return Err(Error::CounterRegression { field: "batch_number", current: self.batch_number.into(), proposed: b.into() });
             }
@@ -477,11 +489,24 @@ mod tests {
         let err =
             d.record(&Progress { last_processed_at: Some(at(99)), ..Progress::default() }, &w(), at(3), &Limits::default()).unwrap_err();
         assert!(matches!(err, Error::CounterRegression { field: "last_processed_at", .. }));
-        d.records_processed = u64::MAX;
+        d.records_processed = MAX_COUNTER;
         let before_overflow = d.clone();
         let err = d.record(&Progress { add_records: 1, ..Progress::default() }, &w(), at(3), &Limits::default()).unwrap_err();
-        assert!(err.to_string().contains("overflow"), "{err}");
+        assert!(err.to_string().contains("would pass 9007199254740991"), "{err}");
+        let err = d.record(&Progress { batch_number: Some(u64::MAX), ..Progress::default() }, &w(), at(3), &Limits::default()).unwrap_err();
+        assert!(err.to_string().contains("batch_number would pass"), "{err}");
         assert_eq!(d, before_overflow);
+        d.records_processed = 0;
+        let mut max = d.clone();
+        max.record(
+            &Progress { batch_number: Some(MAX_COUNTER), add_records: MAX_COUNTER, ..Progress::default() },
+            &w(),
+            at(3),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!((max.batch_number, max.records_processed), (MAX_COUNTER, MAX_COUNTER));
+        d.records_processed = u64::MAX;
         assert_ne!(d, before);
     }
 

@@ -167,6 +167,7 @@ fn ready_when_nothing_holds_it_back_and_the_first_step_is_all_that_is_claimable(
     assert_eq!(claimable(&s), ["extract"]);
     assert_eq!((s.status, s.current_step.clone(), s.frontier.clone()), (StatusKind::Pending, Some(step("extract")), steps(&["extract"])));
     assert!(!s.is_finished());
+    assert!(!s.is_stalled(), "something is ready");
 }
 
 #[test]
@@ -214,6 +215,7 @@ fn an_older_run_held_by_someone_shows_the_holder_and_is_not_claimable_by_others(
     let s = run(&p, &docs, T0, Some("w1"), 1);
     assert_eq!(readiness(&s, "extract"), &Readiness::Held { worker_id: worker("w2"), until: at(T0 + 5_000) });
     assert!(s.claimable.is_empty());
+    assert!(!s.is_stalled(), "a held lease will be released or expire");
     // Once its lease expires it is just an older run's state again.
     let s = run(&p, &docs, T0 + 7_001, Some("w1"), 1);
     assert_eq!(readiness(&s, "extract"), &Readiness::OtherRun);
@@ -233,6 +235,7 @@ fn paused_is_never_claimable_and_holds_back_its_downstream() {
     assert!(s.frontier.is_empty());
     assert_eq!(s.current_step, Some(step("extract")));
     assert!(!s.is_finished());
+    assert!(s.is_stalled(), "nothing changes until someone resumes it");
 }
 
 #[test]

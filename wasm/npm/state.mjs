@@ -160,8 +160,9 @@ export class State {
    * process last read it. Returns {pipeline, partitions: [{key, version, json}]}.
    */
   async read(pipeline) {
-    const listed = await this.store.list(`pipelines/${pipeline}/`);
+    // The core checks the id before it becomes a listing prefix (`../x` is refused).
     const pipelineKey = call(() => core.pipelineKey(pipeline));
+    const listed = await this.store.list(`pipelines/${pipeline}/`);
     const wanted = listed.filter(({ key }) => key === pipelineKey || (key.startsWith(`pipelines/${pipeline}/partitions/`) && key.endsWith(".json")));
     const decoded = await mapLimited(wanted, 16, async ({ key, version }) => {
       const cached = this.cache.get(key);

@@ -284,3 +284,12 @@ test("the package is what npm packed: exports for Node and browsers, types, the 
   }
   assert.ok(existsSync(join(pkgDir, "core/web/oxiflow_wasm_bg.wasm")) && existsSync(join(pkgDir, "core/node/oxiflow_wasm_bg.wasm")));
 });
+
+test("a pipeline id that would leave the store is refused by the core before any request", async () => {
+  const store = new MemoryStore();
+  const state = new State({ store, config });
+  for (const id of ["../outside", "a/b", ".hidden", ""]) {
+    await assert.rejects(state.read(id), (e) => e instanceof StateError && e.kind === "invalid_id", id);
+  }
+  assert.equal(store.requests, 0, "nothing was listed or read");
+});

@@ -40,6 +40,7 @@ fn checks() -> Vec<(&'static str, Applies, Check)> {
         ("listed versions are the read ones", |c| c.versions_in_listing, |s, p| Box::pin(listed_versions(s, p))),
         ("large body and the read limit", |c| c.large_bodies, |s, p| Box::pin(large_body(s, p))),
         ("delete, and delete of a missing key", always, |s, p| Box::pin(delete(s, p))),
+        ("keys and prefixes that leave the store are refused", always, |s, p| Box::pin(hostile_keys(s, p))),
         ("compare-and-swap race, 8 tasks x 25", always, |s, p| Box::pin(async move { cas_race(s, &format!("{p}counter"), 8, 25).await })),
     ]
 }
@@ -106,6 +107,39 @@ async fn update_missing(store: Arc<dyn ConditionalStore>, p: String) {
         Err(Error::Precondition { .. }) => {}
         other => panic!("updating a missing key must be Precondition, got {other:?}"),
     }
+}
+
+/// Every key and prefix goes through the core's one key check: a key that
+/// could leave the store's root (or nest without bound, or hide a file) is
+/// refused as invalid input by every operation, before any request.
+async fn hostile_keys(store: Arc<dyn ConditionalStore>, p: String) {
+    let s = store.as_ref();
+    let invalid = |what: &str, r: Result<(), Error>| match r {
+        Err(e) if e.kind() == oxiflow_core::ErrorKind::Invalid => {}
+        other => panic!("{what} must be refused as invalid input, got {other:?}"),
+    };
+    let deep = format!("{p}{}x", "d/".repeat(2000));
+    let long = format!("{p}{}", "k".repeat(300));
+    for key in [
+        "../outside/secret.txt",
+        "/etc/hosts",
+        &format!("{p}../x"),
+        &format!("{p}.hidden"),
+        &format!("{p}a//b"),
+        &format!("{p}a%2Fb"),
+        &format!("{p}a\0b"),
+        &deep,
+        &long,
+    ] {
+        invalid(&format!("get {key:.40}"), s.get(key, 1024).await.map(drop));
+        invalid(&format!("create {key:.40}"), s.put_if_absent(key, b"x".to_vec()).await.map(drop));
+        invalid(&format!("update {key:.40}"), s.put_if_match(key, b"x".to_vec(), &oxiflow_core::Version::default()).await.map(drop));
+        invalid(&format!("delete {key:.40}"), s.delete(key).await);
+    }
+    for prefix in ["../outside/", "../../../etc/host", "/", &format!("{p}../"), &format!("{p}a//")] {
+        invalid(&format!("list {prefix:.40}"), s.list(prefix).await.map(drop));
+    }
+    assert!(s.list(&p).await.unwrap().is_empty(), "a refused write must not land");
 }
 
 async fn put_listing_keys(s: &dyn ConditionalStore, p: &str) {

@@ -140,6 +140,7 @@ impl ObjectStoreBackend {
     }
 
     fn path(&self, key: &str) -> Result<Path> {
+        oxiflow_core::keys::check_key(key)?;
         let full = if self.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.prefix) };
         Path::parse(&full).map_err(|e| oxiflow_core::Error::InvalidInput { reason: format!("bad key {key:?}: {e}") }.into())
     }
@@ -232,8 +233,10 @@ impl ConditionalStore for ObjectStoreBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
+        oxiflow_core::keys::check_prefix(prefix)?;
         // object_store lists whole path segments: list the prefix's directory,
-        // then filter by the full prefix.
+        // then filter by the full prefix (and the key rules: a foreign object
+        // under the root is not ours).
         let dir = prefix.rsplit_once('/').map_or("", |(d, _)| d);
         let root =
             if self.prefix.is_empty() { dir.to_string() } else { format!("{}/{dir}", self.prefix).trim_end_matches('/').to_string() };
@@ -245,7 +248,7 @@ impl ConditionalStore for ObjectStoreBackend {
             .filter_map(|m| {
                 let key = m.location.as_ref().strip_prefix(strip.as_str())?.to_string();
                 let version = (m.e_tag.is_some() || m.version.is_some()).then(|| to_version(m.e_tag.map(quoted), m.version));
-                key.starts_with(prefix).then_some(Listed { key, version })
+                (key.starts_with(prefix) && oxiflow_core::keys::check_key(&key).is_ok()).then_some(Listed { key, version })
             })
             .collect();
         keys.sort_by(|a, b| a.key.cmp(&b.key));

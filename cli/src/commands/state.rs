@@ -1,7 +1,7 @@
 //! `oxiflow state …`: create, list, show, history, reset (export, import
 //! and copy: `transfer.rs`; cleanup, delete and restore: `repair.rs`).
 
-use oxiflow_backends::{StateManager, StepPlan};
+use oxiflow_backends::{Damaged, StateManager, StepPlan};
 use oxiflow_core::{keys, PipelineDoc, PipelineId, PipelineState, RunId, StatusKind, Timestamp};
 use serde::Serialize;
 
@@ -26,10 +26,20 @@ pub(crate) async fn create(ctx: &Ctx, pipeline: &str, plan: &[StepPlan], run_id:
     Ok(())
 }
 
-/// One line of `state list` (`--json` schema).
+/// One line of `state list` (`--json` schema). A pipeline whose own
+/// document is damaged has only its id and `damaged`.
 #[derive(Serialize)]
 struct PipelineSummary {
     pipeline_id: String,
+    #[serde(flatten)]
+    summary: Option<Summary>,
+    /// Documents that could not be read, each with its reason (omitted when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    damaged: Vec<Damaged>,
+}
+
+#[derive(Serialize)]
+struct Summary {
     run_id: String,
     status: StatusKind,
     steps: usize,
@@ -37,6 +47,23 @@ struct PipelineSummary {
     total_errors: u64,
     leases_held: usize,
     updated_at: Timestamp,
+}
+
+/// After the output: exit 7 naming the damaged documents, with the fix.
+fn damage_found(damaged: &[Damaged]) -> anyhow::Result<()> {
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    let errors: Vec<_> = damaged.iter().map(|d| d.error.as_str()).collect();
+    Err(crate::exit::Status {
+        code: crate::exit::CORRUPT,
+        note: format!(
+            "{} damaged document(s) left out ({}); restore them (`oxiflow state restore PIPELINE STEP`) or import an export (`oxiflow state import --replace`)",
+            errors.len(),
+            errors.join("; ")
+        ),
+    }
+    .into())
 }
 
 fn is_active(view: &PipelineState) -> bool {
@@ -48,14 +75,25 @@ pub(crate) async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
     let m = ctx.manager()?;
     let mut summaries = Vec::new();
     for p in m.list_pipelines().await? {
-        let view = m.view(&p).await?;
+        // One damaged document names itself; it never hides the other pipelines.
+        let readable = match m.view_readable(&p).await {
+            Ok(readable) => readable,
+            Err(e) if e.kind() == oxiflow_core::ErrorKind::Corrupt => {
+                let damaged = vec![Damaged { key: keys::pipeline_doc(&p), error: e.to_string() }];
+                summaries.push(PipelineSummary { pipeline_id: p.to_string(), summary: None, damaged });
+                continue;
+            }
+            // Deleted since the listing.
+            Err(e) if e.kind() == oxiflow_core::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let view = readable.state;
         if active && !is_active(&view) {
             continue;
         }
         let leases_held =
             view.steps.iter().flat_map(|s| &s.partitions).filter(|p| p.lease.as_ref().is_some_and(|l| !l.status.is_claimable())).count();
-        summaries.push(PipelineSummary {
-            pipeline_id: view.pipeline_id.to_string(),
+        let summary = Summary {
             run_id: view.run_id.to_string(),
             status: view.status,
             steps: view.steps.len(),
@@ -63,10 +101,13 @@ pub(crate) async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
             total_errors: view.total_errors,
             leases_held,
             updated_at: view.updated_at,
-        });
+        };
+        summaries.push(PipelineSummary { pipeline_id: view.pipeline_id.to_string(), summary: Some(summary), damaged: readable.damaged });
     }
+    let damaged: Vec<Damaged> = summaries.iter().flat_map(|s| s.damaged.iter().cloned()).collect();
     if ctx.json {
-        return output::json(&summaries);
+        output::json(&summaries)?;
+        return damage_found(&damaged);
     }
     if summaries.is_empty() {
         let what = if active { "no active pipelines" } else { "no pipelines" };
@@ -76,29 +117,36 @@ pub(crate) async fn list(ctx: &Ctx, active: bool) -> anyhow::Result<()> {
     let now = m.now();
     let mut t = Table::new(&["PIPELINE", "RUN", "STATUS", "STEPS", "RECORDS", "ERRORS", "LEASES", "UPDATED"]);
     for s in summaries {
-        t.row(vec![
-            s.pipeline_id,
-            s.run_id,
-            output::status(s.status),
-            s.steps.to_string(),
-            s.records_processed.to_string(),
-            s.total_errors.to_string(),
-            s.leases_held.to_string(),
-            output::relative(s.updated_at, now),
-        ]);
+        let row = match s.summary {
+            Some(v) => vec![
+                v.run_id,
+                output::status(v.status),
+                v.steps.to_string(),
+                v.records_processed.to_string(),
+                v.total_errors.to_string(),
+                v.leases_held.to_string(),
+                output::relative(v.updated_at, now),
+            ],
+            None => ["-", "damaged", "-", "-", "-", "-", "-"].map(String::from).to_vec(),
+        };
+        t.row([vec![s.pipeline_id], row].concat());
     }
     t.print();
-    Ok(())
+    damage_found(&damaged)
 }
 
 pub(crate) async fn show(ctx: &Ctx, pipeline: &str) -> anyhow::Result<()> {
     let m = ctx.manager()?;
-    let view = m.view(&pipeline_id(pipeline)?).await?;
+    let readable = m.view_readable(&pipeline_id(pipeline)?).await?;
     if ctx.json {
-        return output::json(&view);
+        output::json(&readable)?;
+    } else {
+        print_view(&readable.state, m.now());
+        for d in &readable.damaged {
+            println!("  {} {}", output::bold("damaged:"), d.error);
+        }
     }
-    print_view(&view, m.now());
-    Ok(())
+    damage_found(&readable.damaged)
 }
 
 /// The human rendering of a pipeline, shared with the demo.

@@ -120,15 +120,24 @@ async fn run(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str, report
     say!("{me}: working on {p} in {}", ctx.settings.url);
     // The pipeline's documents as last read: each poll is one LIST plus a
     // GET of what changed.
-    let mut snapshot = Snapshot::new(p.clone());
+    let mut snapshot = Snapshot::new(p.clone()).keeping_damaged();
+    let mut reported = std::collections::BTreeSet::new();
     loop {
         if *stop.borrow() {
             return Ok(());
         }
         let next = match m.claim_next(&mut snapshot, &me).await {
             Ok(next) => next,
+            // Deleted, or never created (a typo): waiting would be forever.
+            Err(e) if e.kind() == oxiflow_core::ErrorKind::NotFound => {
+                return Err(crate::exit::Missing(format!(
+                    "pipeline {p} does not exist in {} (deleted, or never created): create it with `oxiflow state create {p} …`, or check --pipeline",
+                    ctx.settings.url
+                ))
+                .into());
+            }
             // The store is down or slow: wait and ask again; the worker lives on.
-            Err(e) if !ends_worker(&e) => {
+            Err(e) if !ends_claiming(&e) => {
                 say!("{me}: {e}; trying again");
                 let mut stop = stop.clone();
                 tokio::select! {
@@ -146,7 +155,24 @@ async fn run(ctx: &Ctx, pipeline: &str, worker: Option<&str>, exec: &str, report
                 (report.ended, report.status) = ("finished", Some(schedule.status));
                 return Ok(());
             }
-            Next::Wait(_) => {
+            Next::Wait(schedule) => {
+                // A damaged document is reported once and skipped (the
+                // scheduler sees it as missing); if nothing else can move,
+                // waiting would be forever.
+                let damaged = snapshot.damaged();
+                for d in damaged.iter().filter(|d| reported.insert(d.key.clone())) {
+                    say!("{me}: skipping a damaged document: {}", d.error);
+                }
+                if !damaged.is_empty() && schedule.is_stalled() {
+                    let keys: Vec<_> = damaged.iter().map(|d| d.key.as_str()).collect();
+                    return Err(oxiflow_core::Error::Corrupt {
+                        key: keys.join(", "),
+                        reason: format!(
+                            "nothing else in {p} can run until it is repaired: restore it (`oxiflow state restore {p} STEP`) or import an export (`oxiflow state import --replace`)"
+                        ),
+                    }
+                    .into());
+                }
                 super::live::status(format!("{p}: nothing ready yet; waiting"));
                 // Upstream unfinished, leases held, or retries backing off:
                 // wait for a change.
@@ -184,6 +210,13 @@ fn ends_worker(e: &StoreError) -> bool {
         e,
         StoreError::AccessDenied { .. } | StoreError::MissingBucket { .. } | StoreError::InvalidUrl { .. } | StoreError::UnsafeStore { .. }
     )
+}
+
+/// A claim's refusals that no retry mends: those of [`ends_worker`], and a
+/// damaged or refused pipeline document (a damaged partition document is
+/// skipped by the snapshot instead).
+fn ends_claiming(e: &StoreError) -> bool {
+    ends_worker(e) || matches!(e.kind(), oxiflow_core::ErrorKind::Corrupt | oxiflow_core::ErrorKind::Invalid)
 }
 
 /// Runs batches on one held partition until it completes, fails, or we stop.
