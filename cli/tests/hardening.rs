@@ -150,3 +150,20 @@ fn damaged_documents_never_hide_the_other_pipelines_or_partitions() {
     let stderr = fails(d, &["state", "show", "p3"], CORRUPT);
     assert!(stderr.contains("pipelines/p3/pipeline.json"), "{stderr}");
 }
+
+#[test]
+fn leases_and_counters_past_their_limits_are_refused_naming_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    json(d, &["state", "create", "orders", "--step", "extract"]);
+    let stderr = fails(d, &["claim", "orders", "extract", "--worker", "w1", "--ttl", "9999999999d"], 2);
+    assert!(stderr.contains("at most 24h"), "{stderr}");
+    json(d, &["claim", "orders", "extract", "--worker", "w1"]);
+    let over = (1u64 << 53).to_string();
+    let stderr = fails(d, &["checkpoint", "orders", "extract", "--worker", "w1", "--add-records", &over], 2);
+    assert!(stderr.contains("records_processed would pass 9007199254740991"), "{stderr}");
+    let max = ((1u64 << 53) - 1).to_string();
+    json(d, &["checkpoint", "orders", "extract", "--worker", "w1", "--add-records", &max]);
+    let view = json(d, &["state", "show", "orders"]);
+    assert_eq!(view["steps"][0]["partitions"][0]["records_processed"].as_u64(), Some((1 << 53) - 1), "{view:#}");
+}
