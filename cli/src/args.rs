@@ -73,6 +73,17 @@ pub(crate) struct ServeArgs {
     /// File holding the bearer token (else OXIFLOW_SERVE_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Close a connection that has not sent a complete request head this
+    /// long after it opened or after the first byte of its next request, or
+    /// whose request body stops coming for this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// Close a keep-alive connection that has had no request this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Connections served at once; one more is answered 503 with Retry-After and closed.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,9 @@
 //! use it as a store (`--backend http://…`), the aggregated view, and claim /
 //! checkpoint / release endpoints, and the dashboard. Every route but
 //! `/healthz` and the dashboard's static files needs
-//! `Authorization: Bearer <token>`, compared in constant time.
+//! `Authorization: Bearer <token>`, compared in constant time. The listener
+//! (header and idle timeouts, the connection cap, graceful shutdown) is in
+//! `serve_limits.rs`.
 
 use std::sync::Arc;
 
@@ -21,7 +23,9 @@ use oxiflow_core::{PipelineId, Progress, Version, Written};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::serve_errors::{error_response, shape_errors, unauthorized, ApiError, Body};
+use super::serve_errors::{error_response, reject_malformed_escapes, shape_errors, unauthorized, ApiError, Body};
+#[path = "serve_limits.rs"]
+mod limits;
 use super::{partition_id, pipeline_id, worker_id, Ctx, PartitionReport};
 use crate::args::ServeArgs;
 
@@ -37,7 +41,7 @@ impl App {
     /// Refreshes the pipeline's snapshot and runs `f` on it.
     async fn with_snapshot<T>(&self, p: &PipelineId, f: impl AsyncFnOnce(&mut Snapshot) -> Result<T, ApiError>) -> Result<T, ApiError> {
         let mut snapshots = self.snapshots.lock().await;
-        let snapshot = snapshots.entry(p.clone()).or_insert_with(|| Snapshot::new(p.clone()));
+        let snapshot = snapshots.entry(p.clone()).or_insert_with(|| Snapshot::new(p.clone()).keeping_damaged());
         let result = f(snapshot).await;
         if result.is_err() {
             snapshots.remove(p); // a pipeline that vanished or broke is read afresh next time
@@ -46,8 +50,15 @@ impl App {
     }
 }
 
+/// The token of `Authorization: Bearer <token>`; the scheme is
+/// case-insensitive (`bearer`, `BEARER`: RFC 7235).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_matches(' '))
+}
+
 async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
-    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let presented = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
     match presented {
         None => unauthorized("missing bearer token"),
         Some(t) if bool::from(t.as_bytes().ct_eq(&app.token)) => next.run(request).await,
@@ -118,15 +129,38 @@ async fn list_pipelines(State(app): State<Arc<App>>) -> Result<Response, ApiErro
     Ok(Json(app.manager.list_pipelines().await?).into_response())
 }
 
+/// The aggregated view; partition documents that cannot be read are named
+/// in `damaged` beside the rest (200), never a failure of the whole answer.
 async fn view(State(app): State<Arc<App>>, Path(p): Path<String>) -> Result<Response, ApiError> {
     let m = &app.manager;
     let view = app
         .with_snapshot(&pipeline_id(&p)?, async |s| {
             m.refresh(s).await?;
-            Ok(m.aggregate(s.pipeline().expect("refreshed"), &s.partitions())?)
+            Ok(m.readable_view(s)?)
         })
         .await?;
     Ok(Json(view).into_response())
+}
+
+/// Error answers name the store as "the store", never by its location: a
+/// local directory's is an absolute path on this machine.
+async fn hide_store_location(State(app): State<Arc<App>>, response: Response) -> Response {
+    let location = app.manager.store().describe();
+    if !(response.status().is_client_error() || response.status().is_server_error()) || location.is_empty() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return error_response(StatusCode::INTERNAL_SERVER_ERROR, "failure", crate::exit::FAILURE, "the error answer could not be read");
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let mut hidden = text.replace(location, "the store");
+    if let Some(root) = location.strip_prefix("file://").filter(|r| r.starts_with('/') && r.len() > 1) {
+        hidden = hidden.replace(root, "the store");
+    }
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(hidden))
 }
 
 #[derive(Deserialize)]
@@ -261,22 +295,30 @@ pub(crate) fn router(manager: StateManager, token: Vec<u8>) -> Router {
         .merge(super::dashboard::routes())
         .merge(api)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", crate::exit::NOT_FOUND, "no such route") })
+        .layer(middleware::from_fn(reject_malformed_escapes))
         .layer(middleware::map_response(shape_errors))
+        .layer(middleware::map_response_with_state(app.clone(), hide_store_location))
         .with_state(app)
 }
 
 pub(crate) async fn run(ctx: &Ctx, args: &ServeArgs) -> anyhow::Result<()> {
     let token = load_token(args)?;
+    for (flag, d) in [("--header-timeout", args.header_timeout), ("--idle-timeout", args.idle_timeout)] {
+        if d.is_zero() {
+            return Err(crate::exit::usage(format!("{flag} must be more than 0")));
+        }
+    }
+    let limits = limits::Limits {
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections as usize,
+    };
     let manager = ctx.manager()?;
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     let address = listener.local_addr()?;
     eprintln!("oxiflow serve: {} on http://{address}", ctx.settings.url);
     eprintln!("dashboard: http://{address}/dashboard/");
-    axum::serve(listener, router(manager, token))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    limits::serve(listener, router(manager, token), limits, limits::shutdown_signal()).await;
     Ok(())
 }
