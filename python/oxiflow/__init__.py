@@ -24,12 +24,14 @@ from oxiflow._errors import (
     Error,
     Fenced,
     Finished,
+    Interrupted,
     InvalidInput,
     LeaseHeld,
     NotFound,
     NotReady,
     Stopped,
     Unavailable,
+    UsedAfterFork,
 )
 from oxiflow._oxiflow import Lease, State, Store, __version__
 
@@ -40,6 +42,7 @@ __all__ = [
     "Error",
     "InvalidInput",
     "ConfigError",
+    "UsedAfterFork",
     "NotFound",
     "Conflict",
     "LeaseHeld",
@@ -49,5 +52,6 @@ __all__ = [
     "NotReady",
     "Finished",
     "Stopped",
+    "Interrupted",
     "__version__",
 ]

@@ -31,6 +31,13 @@ class ConfigError(InvalidInput):
     """``.oxiflow/config.yaml`` or an ``OXIFLOW_*`` variable is wrong (exit 2); the message names the file or variable."""
 
 
+class UsedAfterFork(InvalidInput):
+    """A ``State``, ``Store`` or ``Lease`` was used in another process than the one that made it: a ``fork()``ed child (exit 2).
+
+    Nothing was sent to the store. Open a new ``oxiflow.State`` in the child (and claim again there).
+    """
+
+
 class NotFound(Error):
     """No such pipeline, step or key (exit 3). Create it first."""
 
@@ -94,10 +101,30 @@ class Stopped(Error):
     kind: ClassVar[str] = "stopped"
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) arrived while a lease's write (checkpoint, complete, release, fail) was in flight.
+
+    The write was not abandoned: it ran to its end first, and ``saved`` says
+    how it ended: ``True``, it is stored (resume after it); ``False``, nothing
+    of it was stored; ``None``, the store's answer never came (the lease's next
+    write settles it, as after ``Unavailable``). The write's own error, if it
+    failed, is ``__cause__``. A ``KeyboardInterrupt``, not an :class:`Error`:
+    ``except Exception`` does not catch it, and leaving a ``with`` block on it
+    releases the lease without counting a failure.
+    """
+
+    saved: Optional[bool]
+
+    def __init__(self, message: str, saved: Optional[bool] = None) -> None:
+        super().__init__(message)
+        self.saved = saved
+
+
 __all__ = [
     "Error",
     "InvalidInput",
     "ConfigError",
+    "UsedAfterFork",
     "NotFound",
     "Conflict",
     "LeaseHeld",
@@ -107,4 +134,5 @@ __all__ = [
     "NotReady",
     "Finished",
     "Stopped",
+    "Interrupted",
 ]

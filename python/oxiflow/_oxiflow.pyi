@@ -76,7 +76,10 @@ class State:
         """Claims the next ready partition (``partition=None``) or the named one; raises NotReady, Finished, LeaseHeld."""
 
 class Lease:
-    """A claimed partition with a background heartbeat; a context manager."""
+    """A claimed partition with a background heartbeat; a context manager.
+
+    Usable only in the process that claimed it: anywhere else every call and attribute raises ``UsedAfterFork``.
+    """
 
     @property
     def pipeline(self) -> str: ...
@@ -119,7 +122,12 @@ class Lease:
         errors: Optional[Sequence[str]] = None,
         batch: Optional[int] = None,
     ) -> None:
-        """Records progress and extends the lease (one conditional write); raises Stopped or Fenced."""
+        """Records progress and extends the lease (one conditional write); raises Stopped or Fenced.
+
+        ``batch`` defaults to one more than the last, decided inside the write. Counts are 0 to 2^53 - 1
+        (else InvalidInput). Ctrl-C during the write raises ``Interrupted`` once it ended, with ``saved``.
+        Used in a forked child: ``UsedAfterFork``, nothing sent.
+        """
     def complete(
         self,
         last_id: Optional[str] = None,

@@ -86,3 +86,30 @@ impl From<Failure> for PyErr {
         })
     }
 }
+
+/// A signal handler raised (`raised`: Ctrl-C's KeyboardInterrupt) while a
+/// lease's write was in flight. The write was not abandoned, so the
+/// exception carries its outcome: a KeyboardInterrupt becomes
+/// `oxiflow.Interrupted` (a KeyboardInterrupt) with `saved` (True, False, or
+/// None when the store's answer never came) and `told` as its message, the
+/// write's own error, if any, as its cause. Any other exception a handler
+/// raised keeps its type and gets `told` as a note.
+pub(crate) fn interrupted(py: Python<'_>, raised: PyErr, saved: Option<bool>, told: String, error: Option<PyErr>) -> PyErr {
+    let is_keyboard = raised.get_type(py).is(&py.get_type::<pyo3::exceptions::PyKeyboardInterrupt>());
+    if !is_keyboard {
+        let value = raised.value(py);
+        if value.hasattr("add_note").unwrap_or(false) {
+            let _ = value.call_method1("add_note", (format!("oxiflow: {told}"),));
+        }
+        return raised;
+    }
+    let made = py.import("oxiflow._errors").and_then(|m| m.getattr("Interrupted")).and_then(|class| class.call1((told, saved)));
+    match made {
+        Ok(exception) => {
+            let exception = PyErr::from_value(exception);
+            exception.set_cause(py, error);
+            exception
+        }
+        Err(_) => raised,
+    }
+}

@@ -11,17 +11,17 @@ use pyo3::types::{PyDict, PyString};
 use crate::errors::Failure;
 use crate::lease::Lease;
 use crate::store::Store;
-use crate::{block_on, from_json};
+use crate::{block_on, from_json, Local};
 
 /// The options `State(url, **options)` takes, for messages.
 const OPTIONS: &str = "config, lease_ttl, heartbeat_interval, skew_allowance, safety_margin, retry_base, retry_max, max_attempts, \
                        errors_keep_last, history_keep_last, endpoint, region, allow_http";
 
 /// Pipeline state in one store: a `StateManager` and the settings it was
-/// opened with.
+/// opened with. Usable only in the process that opened it ([`Local`]).
 #[pyclass(module = "oxiflow._oxiflow", frozen)]
 pub(crate) struct State {
-    manager: StateManager,
+    manager: Local<StateManager>,
     settings: Settings,
 }
 
@@ -152,14 +152,20 @@ impl State {
             let _runtime = crate::runtime().enter();
             settings.open().map_err(Failure::from)?
         };
-        Ok(State { manager, settings })
+        Ok(State { manager: Local::new(manager, "State", "open a new oxiflow.State in the child"), settings })
+    }
+
+    /// The manager, in the process that opened it (elsewhere, `UsedAfterFork`).
+    fn manager(&self) -> Result<&StateManager, Failure> {
+        self.manager.get()
     }
 
     fn manager_with_ttl(&self, ttl: Option<&Bound<'_, PyAny>>) -> PyResult<StateManager> {
-        let Some(ttl) = ttl.filter(|t| !t.is_none()) else { return Ok(self.manager.clone()) };
+        let manager = self.manager()?;
+        let Some(ttl) = ttl.filter(|t| !t.is_none()) else { return Ok(manager.clone()) };
         let mut core = self.settings.core;
         core.lease = lease_with_ttl(duration("ttl", ttl)?, &core.lease)?;
-        Ok(StateManager::new(self.manager.store().clone(), core).with_history(self.settings.history_keep_last))
+        Ok(StateManager::new(manager.store().clone(), core).with_history(self.settings.history_keep_last))
     }
 }
 
@@ -175,20 +181,22 @@ impl State {
 
     /// The store URL in use (`file:///…`, `s3://…`, …).
     #[getter]
-    fn url(&self) -> String {
-        self.settings.url.clone()
+    fn url(&self) -> PyResult<String> {
+        self.manager()?;
+        Ok(self.settings.url.clone())
     }
 
     /// The config file read, if any.
     #[getter]
-    fn config_file(&self) -> Option<String> {
-        self.settings.config_file.as_ref().map(|p| p.display().to_string())
+    fn config_file(&self) -> PyResult<Option<String>> {
+        self.manager()?;
+        Ok(self.settings.config_file.as_ref().map(|p| p.display().to_string()))
     }
 
     /// The store itself, for compare-and-swap of your own keys.
     #[getter]
-    pub(crate) fn store(&self) -> Store {
-        Store::new(self.manager.store().clone(), self.settings.core.limits.max_document_bytes)
+    pub(crate) fn store(&self) -> PyResult<Store> {
+        Ok(Store::new(self.manager()?.store().clone(), self.settings.core.limits.max_document_bytes))
     }
 
     fn __repr__(&self) -> String {
@@ -207,7 +215,7 @@ impl State {
         let p = pipeline_id(pipeline)?;
         let run: RunId = run_id.unwrap_or("run-1").parse().map_err(Failure::from)?;
         let plan = crate::plan::from_python(steps)?;
-        let m = &self.manager;
+        let m = self.manager()?;
         let doc = block_on(py, || async { m.create_pipeline(&p, &run, &plan).await }).map_err(Failure::from)?;
         from_json(py, &doc)
     }
@@ -215,14 +223,14 @@ impl State {
     /// The pipeline's view: what `oxiflow state show --json` prints.
     fn view<'py>(&self, py: Python<'py>, pipeline: &str) -> PyResult<Bound<'py, PyAny>> {
         let p = pipeline_id(pipeline)?;
-        let m = &self.manager;
+        let m = self.manager()?;
         let view = block_on(py, || async { m.view(&p).await }).map_err(Failure::from)?;
         from_json(py, &view)
     }
 
     /// The ids of every pipeline in the store, sorted.
     fn list_pipelines(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        let m = &self.manager;
+        let m = self.manager()?;
         let ids = block_on(py, || async { m.list_pipelines().await }).map_err(Failure::from)?;
         let mut ids: Vec<String> = ids.into_iter().map(|p| p.to_string()).collect();
         ids.sort();
@@ -232,7 +240,7 @@ impl State {
     /// Every document of the pipeline: what `oxiflow state export` writes.
     fn export<'py>(&self, py: Python<'py>, pipeline: &str) -> PyResult<Bound<'py, PyAny>> {
         let p = pipeline_id(pipeline)?;
-        let m = &self.manager;
+        let m = self.manager()?;
         let export = block_on(py, || async { m.export(&p).await }).map_err(Failure::from)?;
         from_json(py, &export)
     }
@@ -246,7 +254,7 @@ impl State {
         };
         let export: Export =
             serde_json::from_str(&text).map_err(|e| Failure::invalid(format!("not an oxiflow export (oxiflow state export): {e}")))?;
-        let m = &self.manager;
+        let m = self.manager()?;
         let imported = block_on(py, || async { m.import(&export, replace, force).await }).map_err(Failure::from)?;
         from_json(py, &imported)
     }

@@ -14,55 +14,21 @@ use oxiflow_core::Version;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::block_on;
 use crate::errors::Failure;
 use crate::state::State;
+use crate::{block_on, Local};
 
-/// Longest key, in bytes; longest segment (a file name on the local store).
-const MAX_KEY: usize = 1024;
-const MAX_SEGMENT: usize = 255;
-
-/// A store of bytes with compare-and-swap writes.
+/// A store of bytes with compare-and-swap writes. Usable only in the
+/// process that opened it ([`Local`]).
 #[pyclass(module = "oxiflow._oxiflow", frozen)]
 pub(crate) struct Store {
-    store: Arc<dyn ConditionalStore>,
+    store: Local<Arc<dyn ConditionalStore>>,
     max_bytes: usize,
-}
-
-/// The rules every store can keep: `/`-separated segments of ASCII
-/// letters, digits, '.', '_' and '-', none empty, none starting with '.',
-/// no "..".
-fn check_key(key: &str, what: &str) -> Result<(), Failure> {
-    let bad = |why: &str| {
-        let shown: String = key.chars().take(64).flat_map(char::escape_debug).collect();
-        Failure::invalid(format!("{what} {shown:?} {why}"))
-    };
-    if key.is_empty() {
-        return Err(bad("is empty; keys look like myapp/jobs/job-1.json"));
-    }
-    if key.len() > MAX_KEY {
-        return Err(bad(&format!("is longer than {MAX_KEY} bytes")));
-    }
-    for segment in key.split('/') {
-        if segment.is_empty() {
-            return Err(bad("has an empty segment (a leading, trailing or double '/')"));
-        }
-        if segment.len() > MAX_SEGMENT {
-            return Err(bad(&format!("has a segment longer than {MAX_SEGMENT} bytes")));
-        }
-        if segment.starts_with('.') || segment.contains("..") {
-            return Err(bad("has a segment starting with '.' or containing '..'"));
-        }
-        if !segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-            return Err(bad("may contain only ASCII letters, digits, '.', '_', '-' and '/' between segments"));
-        }
-    }
-    Ok(())
 }
 
 /// A key this API may change: valid, and not one of oxiflow's documents.
 fn check_writable(key: &str) -> Result<(), Failure> {
-    check_key(key, "key")?;
+    oxiflow_core::keys::check_key(key)?;
     if key.starts_with(oxiflow_core::keys::PIPELINES_PREFIX) || key == "pipelines" {
         return Err(Failure::invalid(format!(
             "key {key:?} is under pipelines/, where oxiflow keeps its own documents; change those through State, and keep your keys under a prefix of your own"
@@ -83,7 +49,7 @@ fn version_of(text: &str) -> Result<Version, Failure> {
 
 impl Store {
     pub(crate) fn new(store: Arc<dyn ConditionalStore>, max_bytes: usize) -> Store {
-        Store { store, max_bytes }
+        Store { store: Local::new(store, "Store", "open a new oxiflow.Store (or oxiflow.State) in the child"), max_bytes }
     }
 }
 
@@ -106,13 +72,12 @@ impl Store {
     #[new]
     #[pyo3(signature = (url=None, **options))]
     fn open(url: Option<String>, options: Option<&Bound<'_, pyo3::types::PyDict>>) -> PyResult<Store> {
-        Ok(State::open(url, options)?.store())
+        State::open(url, options)?.store()
     }
 
     /// The object at `key` and its version, or None.
     fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<(Bound<'py, PyBytes>, String)>> {
-        check_key(key, "key")?;
-        let store = &self.store;
+        let store = self.store.get()?;
         let max = self.max_bytes;
         let found = block_on(py, || async { store.get(key, max).await }).map_err(Failure::from)?;
         Ok(found.map(|o| (PyBytes::new(py, &o.body), version_text(&o.version))))
@@ -128,7 +93,7 @@ impl Store {
             return Err(Failure::invalid(format!("{} bytes for {key} is over the limit of {} bytes", data.len(), self.max_bytes)).into());
         }
         let expected = version.map(version_of).transpose()?;
-        let store = &self.store;
+        let store = self.store.get()?;
         let written = block_on(py, || async {
             match &expected {
                 None => store.put_if_absent(key, data).await,
@@ -141,17 +106,14 @@ impl Store {
     /// Deletes `key`; an absent key is not an error.
     fn delete(&self, py: Python<'_>, key: &str) -> PyResult<()> {
         check_writable(key)?;
-        let store = &self.store;
+        let store = self.store.get()?;
         Ok(block_on(py, || async { store.delete(key).await }).map_err(Failure::from)?)
     }
 
     /// The keys under `prefix` (a key prefix, "" for all), sorted.
     #[pyo3(signature = (prefix=""))]
     fn list(&self, py: Python<'_>, prefix: &str) -> PyResult<Vec<String>> {
-        if !prefix.is_empty() {
-            check_key(prefix.trim_end_matches('/'), "prefix")?;
-        }
-        let store = &self.store;
+        let store = self.store.get()?;
         let listed = block_on(py, || async { store.list(prefix).await }).map_err(Failure::from)?;
         let mut keys: Vec<String> = listed.into_iter().map(|l| l.key).collect();
         keys.sort();
@@ -159,6 +121,9 @@ impl Store {
     }
 
     fn __repr__(&self) -> String {
-        format!("oxiflow.Store({:?})", self.store.describe())
+        match self.store.get() {
+            Ok(store) => format!("oxiflow.Store({:?})", store.describe()),
+            Err(_) => format!("<oxiflow.Store opened in process {}: unusable here>", self.store.pid()),
+        }
     }
 }

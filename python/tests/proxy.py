@@ -1,17 +1,26 @@
-"""A TCP proxy the tests can cut and restore: a store endpoint that goes dead mid-lease."""
+"""A TCP proxy the tests can cut, restore and slow down: a store endpoint that goes dead or slow mid-lease."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from typing import List, Optional, Tuple
 
 
 class Proxy:
-    """Forwards 127.0.0.1:port to ``upstream``; ``cut()`` refuses and drops connections, ``restore()`` serves again."""
+    """Forwards 127.0.0.1:port to ``upstream``; ``cut()`` refuses and drops connections, ``restore()`` serves again.
+
+    ``delay`` (seconds, 0 at first) holds every chunk a client sends for that
+    long before passing it on: a slow store. ``holding`` is set when a chunk
+    begins to be held (the test clears it): a request is then certainly in
+    flight for ``delay`` seconds.
+    """
 
     def __init__(self, upstream: Tuple[str, int]) -> None:
         self.upstream = upstream
+        self.delay = 0.0
+        self.holding = threading.Event()
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         self.port: int = probe.getsockname()[1]
@@ -64,16 +73,19 @@ class Proxy:
                 continue
             with self._lock:
                 self._conns += [client, up]
-            for a, b in ((client, up), (up, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, slow in ((client, up, True), (up, client, False)):
+                threading.Thread(target=self._pump, args=(a, b, slow), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, slow: bool) -> None:
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                delay = self.delay if slow else 0.0
+                if delay > 0:
+                    self.holding.set()
+                    time.sleep(delay)  # the slow store itself, not a wait for a condition
                 dst.sendall(data)
         except OSError:
             pass

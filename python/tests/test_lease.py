@@ -261,3 +261,71 @@ def test_a_bad_ttl_or_worker_is_invalid_input(local_state: oxiflow.State) -> Non
         assert lease.worker.endswith(f"-{__import__('os').getpid()}")
         assert lease.doc["lease"]["ttl_ms"] == 5000
         lease.release()
+
+
+def test_threads_sharing_a_lease_get_consecutive_batch_numbers(store: Store) -> None:
+    """The next batch number is decided inside the write: 4 threads x 50 checkpoints move it by exactly 200."""
+    state = store.state()
+    state.create_pipeline("p", steps=["s"])
+    threads_n, each = 4, 50
+    with state.claim("p", "s", worker="w1") as lease:
+        lease.checkpoint(batch=10)
+        errors: list[BaseException] = []
+        start = threading.Barrier(threads_n)
+
+        def work(n: int) -> None:
+            try:
+                start.wait(timeout=30)
+                for i in range(each):
+                    lease.checkpoint(last_id=f"t{n}-{i}", records=1, failed=n)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(threads_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert (lease.batch_number, lease.records_processed, lease.records_failed) == (10 + 200, 200, each * (0 + 1 + 2 + 3))
+        lease.complete()
+    part = partitions(state.view("p"))["s"]
+    assert (part["batch_number"], part["records_processed"], part["records_failed"]) == (210, 200, 300)
+
+
+def test_limits_are_invalid_input_and_nothing_is_clamped(local_state: oxiflow.State) -> None:
+    """A lease ttl over the core's maximum, batch numbers and counters past 2^53 - 1: refused, nothing written."""
+    local_state.create_pipeline("p", steps=["s"])
+    with pytest.raises(oxiflow.InvalidInput, match="at most 24h"):
+        local_state.claim("p", "s", worker="w", ttl="9999999999d")
+    with pytest.raises(oxiflow.InvalidInput, match="at most 24h"):
+        oxiflow.State(local_state.url, lease_ttl="9999999999d")
+    with pytest.raises(oxiflow.InvalidInput, match="ttl"):
+        local_state.claim("p", "s", worker="w", ttl=1e300)
+    lease = local_state.claim("p", "s", worker="w")
+    lease.checkpoint(last_id="a", records=5, batch=3)
+    top = 2**53 - 1
+    refused = {
+        "batch_number would pass 9007199254740991": [{"batch": 2**64 - 1}, {"batch": top + 1}],
+        "batch must be a whole number from 0 to 9007199254740991": [{"batch": 2**64}, {"batch": -1}],
+        "records_processed would pass 9007199254740991": [{"records": 2**64 - 1}, {"records": top - 4}],
+        "records must be a whole number from 0 to 9007199254740991": [{"records": 2**64}, {"records": -1}],
+        "failed must be a whole number from 0 to 9007199254740991": [{"failed": -5}],
+        "bytes must be a whole number from 0 to 9007199254740991": [{"bytes": 2**70}],
+    }
+    for message, calls in refused.items():
+        for kwargs in calls:
+            with pytest.raises(oxiflow.InvalidInput) as err:
+                lease.checkpoint(last_id="b", **kwargs)
+            assert message in str(err.value), (kwargs, str(err.value))
+            assert err.value.exit_code == 2
+    with pytest.raises(oxiflow.InvalidInput, match="records must be a whole number"):
+        lease.complete(records=-1)
+    assert lease.active, "a refused write keeps the lease"
+    part = partitions(local_state.view("p"))["s"]
+    assert (part["batch_number"], part["records_processed"], part["last_processed_id"]) == (3, 5, "a"), "nothing was written"
+    lease.checkpoint(batch=top, records=top - 5)  # the largest values are taken as they are
+    assert (lease.batch_number, lease.records_processed) == (top, top)
+    lease.complete()
+    part = partitions(local_state.view("p"))["s"]
+    assert (part["batch_number"], part["records_processed"]) == (top, top)
