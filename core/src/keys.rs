@@ -50,12 +50,14 @@ pub fn history_prefix(pipeline: &PipelineId, partition: &PartitionId) -> String 
 }
 
 /// Longest key a store accepts, in bytes.
-pub const MAX_KEY_LEN: usize = 512;
-/// Longest segment (between '/') of a key, in bytes: a file name on every
-/// file system, and room for the longest id with its shard and suffix.
-pub const MAX_SEGMENT_LEN: usize = 160;
-/// Most segments in a key: the layout above uses at most five.
-pub const MAX_KEY_DEPTH: usize = 8;
+pub const MAX_KEY_LEN: usize = 1024;
+/// Longest segment (between '/') of a key, in bytes: with the local store's
+/// temp-file decoration it still fits a file name (255 bytes) on every file
+/// system.
+pub const MAX_SEGMENT_LEN: usize = 220;
+/// Most segments in a key: the layout above uses at most five; keys of
+/// your own (`oxiflow.Store`, the Airflow state store) a few more.
+pub const MAX_KEY_DEPTH: usize = 16;
 
 /// Checks a key before it reaches any store: relative, at most
 /// [`MAX_KEY_DEPTH`] segments of ASCII letters, digits and `._@-`, none
