@@ -86,14 +86,6 @@ pub(crate) fn map(target: &Target, key: &str, e: RedisError) -> Error {
     }
 }
 
-/// A listing's failure: a foreign value where the index lives is typed.
-pub(crate) fn map_listing(target: &Target, prefix: &str, index: &str, e: RedisError) -> Error {
-    if e.code() == Some("WRONGTYPE") {
-        return foreign(target, prefix, index, "another type than a hash");
-    }
-    map(target, prefix, e)
-}
-
 /// A key under the prefix holds something oxiflow did not write.
 pub(crate) fn foreign(target: &Target, key: &str, redis_key: &str, what: &str) -> Error {
     oxiflow_core::Error::Corrupt {
@@ -101,6 +93,19 @@ pub(crate) fn foreign(target: &Target, key: &str, redis_key: &str, what: &str) -
         reason: format!(
             "the Redis key {redis_key:?} in {} holds {what}, not an oxiflow document (a hash with v and b); another program writes under prefix {:?}: choose another prefix or database",
             target.describe, target.prefix
+        ),
+    }
+    .into()
+}
+
+/// A pipeline's index (a hash of store key → version) holds something else.
+/// Nothing was written; deleting it is safe: the next listing rebuilds it.
+pub(crate) fn bad_index(target: &Target, key: &str, index: &str, what: &str) -> Error {
+    oxiflow_core::Error::Corrupt {
+        key: key.into(),
+        reason: format!(
+            "the Redis key {index:?} in {} is the index of a pipeline's documents but holds {what}, not a hash; nothing was written: delete that key (redis-cli -n {} DEL '{index}') and the next listing rebuilds the index from the documents",
+            target.describe, target.db
         ),
     }
     .into()

@@ -9,7 +9,7 @@
 
 use oxiflow_core::keys::PIPELINES_PREFIX;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How a store key maps onto Redis keys under one prefix.
 #[derive(Debug, Clone)]
@@ -28,13 +28,10 @@ impl Layout {
         Layout { root }
     }
 
-    /// The Redis key of `key`.
+    /// The Redis key of `key`, after the core's key rules (which also keep
+    /// out braces: the store places hash tags itself).
     pub(crate) fn redis_key(&self, key: &str) -> Result<String> {
-        if key.is_empty() || key.contains(['{', '}']) {
-            return Err(Error::Core(oxiflow_core::Error::InvalidInput {
-                reason: format!("key {key:?} must be non-empty and without braces (the Redis store places hash tags itself)"),
-            }));
-        }
+        oxiflow_core::keys::check_key(key)?;
         Ok(match split_pipeline(key) {
             Some((pipeline, rest)) => format!("{}{PIPELINES_PREFIX}{{{pipeline}}}/{rest}", self.root),
             None => format!("{}{key}", self.root),
@@ -52,9 +49,13 @@ impl Layout {
     }
 
     /// A listing prefix that lies inside one pipeline is answered from its
-    /// index: returns that index's Redis key.
-    pub(crate) fn index_for_prefix(&self, prefix: &str) -> Option<String> {
-        split_pipeline(prefix).map(|(pipeline, _)| self.index_of(pipeline))
+    /// index: that index, and where its documents are when it must be
+    /// rebuilt.
+    pub(crate) fn pipeline_listing(&self, prefix: &str) -> Option<PipelineListing> {
+        split_pipeline(prefix).map(|(pipeline, _)| {
+            let index = self.index_of(pipeline);
+            PipelineListing { pattern: format!("{}/*", glob_escape(&index)), index, documents: format!("{PIPELINES_PREFIX}{pipeline}/") }
+        })
     }
 
     /// The SCAN pattern that finds every Redis key whose store key starts
@@ -77,6 +78,18 @@ impl Layout {
         }
         (!key.is_empty() && !key.contains(['{', '}'])).then(|| key.to_string())
     }
+}
+
+/// One pipeline's index and documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PipelineListing {
+    /// The index hash (store key → version).
+    pub index: String,
+    /// The SCAN pattern that matches every document of the pipeline (and
+    /// only those: the hash tag closes the pipeline's name).
+    pub pattern: String,
+    /// The store-key prefix every document of the pipeline starts with.
+    pub documents: String,
 }
 
 /// `pipelines/<p>/<rest>` → `(p, rest)`.
@@ -110,8 +123,13 @@ mod tests {
         assert_eq!(l.index_key("pipelines/orders/history/x/1.json").unwrap(), "oxiflow:state:pipelines/{orders}");
         assert_eq!(l.store_key(&doc).unwrap(), "pipelines/orders/partitions/load@3.json");
         assert_eq!(l.store_key("oxiflow:state:pipelines/{orders}"), None, "the index is not a document");
-        assert_eq!(l.index_for_prefix("pipelines/orders/partitions/"), Some("oxiflow:state:pipelines/{orders}".into()));
-        assert_eq!(l.index_for_prefix("pipelines/orders"), None, "a partial pipeline name spans pipelines");
+        let listing = l.pipeline_listing("pipelines/orders/partitions/").unwrap();
+        assert_eq!(listing.index, "oxiflow:state:pipelines/{orders}");
+        assert_eq!(listing.pattern, "oxiflow:state:pipelines/{orders}/*", "the index itself does not match");
+        assert_eq!(listing.documents, "pipelines/orders/");
+        assert_eq!(l.pipeline_listing("pipelines/orders"), None, "a partial pipeline name spans pipelines");
+        let globby = Layout::new("a*").pipeline_listing("pipelines/o[1]/").unwrap();
+        assert_eq!(globby.pattern, "a\\*:pipelines/{o\\[1\\]}/*");
     }
 
     #[test]

@@ -9,9 +9,17 @@
 //!   across a delete and a re-create).
 //! - A read checks the body's size (HSTRLEN) in the same script before
 //!   sending it: an object over the limit is refused without transferring it.
-//! - Listing inside a pipeline is one HGETALL of the pipeline's index (kept
-//!   by the same scripts), with versions; other prefixes SCAN (MATCH, glob
-//!   characters escaped; never KEYS) and read the versions in one pipeline.
+//! - A script checks the type of every key it will write before its first
+//!   write: it writes everything or nothing. A foreign document is corrupt
+//!   and never overwritten; an index that is not a hash is corrupt too,
+//!   naming the key and the fix (delete it).
+//! - Listing inside a pipeline is one script returning the pipeline's index
+//!   (kept by the same scripts), with versions. An index not marked
+//!   complete (deleted, or new) is rebuilt first from a SCAN of the
+//!   pipeline's hash-tagged keys, so a lost index never hides a document
+//!   (`scripts.rs` says why that is sound with writes running). Other
+//!   prefixes SCAN (MATCH, glob characters escaped; never KEYS) and read the
+//!   versions in one pipeline.
 //! - A pipeline's keys share a Redis Cluster hash tag (`keys.rs`).
 //! - One reconnecting multiplexed connection ([`ConnectionManager`]); a
 //!   command whose reply is lost (timeout, dropped connection) is reported
@@ -31,7 +39,7 @@ use ::redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use async_trait::async_trait;
 use oxiflow_core::{Object, Timestamp, Version};
 
-use self::keys::Layout;
+use self::keys::{Layout, PipelineListing};
 use self::options::Target;
 use self::scripts::{Reply, SCRIPTS};
 use crate::error::{Error, Result};
@@ -138,14 +146,12 @@ impl RedisStore {
         Ok(Ok(first))
     }
 
-    fn foreign(&self, key: &str, what: &str) -> Error {
-        let redis_key = self.layout.redis_key(key).unwrap_or_default();
-        errors::foreign(&self.target, key, &redis_key, what)
-    }
-
+    /// A script's refusal (or anything it should not have said) as the
+    /// store's typed error: foreign documents and indexes are corrupt.
     fn unexpected(&self, key: &str, reply: Reply) -> Error {
         match reply {
-            Reply::Foreign(what) => self.foreign(key, &what),
+            Reply::Foreign { redis_key, what } => errors::foreign(&self.target, key, &redis_key, &what),
+            Reply::BadIndex { redis_key, what } => errors::bad_index(&self.target, key, &redis_key, &what),
             other => Error::Store { store: self.target.describe.clone(), reason: format!("unexpected reply for {key}: {other:?}") },
         }
     }
@@ -166,52 +172,72 @@ impl RedisStore {
         Ok(keys)
     }
 
-    /// Every key of one pipeline's index under `prefix`, with versions.
-    async fn list_index(&self, index: &str, prefix: &str) -> Result<Vec<Listed>> {
-        let mut conn = self.conn.clone();
-        let pairs: Vec<(String, String)> = ::redis::cmd("HGETALL")
-            .arg(index)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| errors::map_listing(&self.target, prefix, index, e))?;
-        let mut found: Vec<Listed> = pairs
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(key, v)| Listed { key, version: Some(Version { e_tag: Some(format!("\"{v}\"")), version: None }) })
-            .collect();
-        found.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(found)
+    /// Every key of one pipeline under `prefix`, with versions: one script
+    /// that returns the pipeline's index. An index that is not known
+    /// complete (lost, or never listed since it was created) is rebuilt
+    /// first from a SCAN of the pipeline's keys (see `scripts.rs`).
+    async fn list_pipeline(&self, listing: &PipelineListing, prefix: &str) -> Result<Vec<Listed>> {
+        #[allow(clippy::disallowed_methods)] // a rebuild's token: unique, not a decision
+        let token = format!("{:032x}", rand::random::<u128>());
+        let index = std::slice::from_ref(&listing.index);
+        let reply = match self.eval(&SCRIPTS.list, prefix, index, &[token.as_bytes()], false).await? {
+            Reply::Rebuild(token) => {
+                let found = self.scan(&listing.pattern, &listing.documents, prefix).await?;
+                let mut keys = Vec::with_capacity(found.len() + 1);
+                keys.push(listing.index.clone());
+                let mut args: Vec<&[u8]> = Vec::with_capacity(found.len() + 1);
+                args.push(token.as_bytes());
+                for (key, redis_key) in &found {
+                    keys.push(redis_key.clone());
+                    args.push(key.as_bytes());
+                }
+                self.eval(&SCRIPTS.rebuild, prefix, &keys, &args, false).await?
+            }
+            other => other,
+        };
+        match reply {
+            Reply::Ok(fields) => Ok(index_listing(fields, prefix)),
+            other => Err(self.unexpected(prefix, other)),
+        }
     }
 
-    /// SCAN for keys under `prefix`, then their versions in one pipeline.
-    async fn list_scan(&self, prefix: &str) -> Result<Vec<Listed>> {
+    /// SCAN (never KEYS) for `pattern`: store key → Redis key of every
+    /// document found whose store key starts with `prefix`.
+    async fn scan(&self, pattern: &str, prefix: &str, describe: &str) -> Result<std::collections::BTreeMap<String, String>> {
         let mut conn = self.conn.clone();
-        let pattern = self.layout.scan_pattern(prefix);
         let mut found = std::collections::BTreeMap::new();
         let mut cursor = 0u64;
         loop {
             let (next, batch): (u64, Vec<String>) = ::redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(&pattern)
+                .arg(pattern)
                 .arg("COUNT")
                 .arg(SCAN_COUNT)
                 .query_async(&mut conn)
                 .await
-                .map_err(|e| errors::map(&self.target, prefix, e))?;
+                .map_err(|e| errors::map(&self.target, describe, e))?;
             for redis_key in batch {
                 if let Some(key) = self.layout.store_key(&redis_key).filter(|k| k.starts_with(prefix)) {
                     found.insert(key, redis_key);
                 }
             }
             if next == 0 {
-                break;
+                return Ok(found);
             }
             cursor = next;
         }
+    }
+
+    /// SCAN for keys under `prefix`, then their versions in one pipeline. A
+    /// key that holds something other than a hash is listed without a
+    /// version: reading it reports it as corrupt, naming it.
+    async fn list_scan(&self, prefix: &str) -> Result<Vec<Listed>> {
+        let found = self.scan(&self.layout.scan_pattern(prefix), prefix, prefix).await?;
         if found.is_empty() {
             return Ok(Vec::new());
         }
+        let mut conn = self.conn.clone();
         let mut pipe = ::redis::pipe();
         pipe.ignore_errors();
         for redis_key in found.values() {
@@ -219,20 +245,36 @@ impl RedisStore {
         }
         let versions: Vec<Value> = pipe.query_async(&mut conn).await.map_err(|e| errors::map(&self.target, prefix, e))?;
         let mut listed = Vec::with_capacity(found.len());
-        for ((key, _), version) in found.into_iter().zip(versions) {
+        for ((key, redis_key), version) in found.into_iter().zip(versions) {
             match version {
                 Value::BulkString(v) => {
                     let v = String::from_utf8_lossy(&v).into_owned();
                     listed.push(Listed { key, version: Some(Version { e_tag: Some(format!("\"{v}\"")), version: None }) });
                 }
                 Value::Nil => {} // deleted since the SCAN saw it
-                Value::ServerError(e) if e.code() == "WRONGTYPE" => return Err(self.foreign(&key, "another type than a hash")),
+                Value::ServerError(e) if e.code() == "WRONGTYPE" => listed.push(Listed { key, version: None }),
                 Value::ServerError(e) => return Err(errors::map(&self.target, &key, e.into())),
-                other => return Err(self.unexpected(&key, Reply::Foreign(format!("a version that reads {other:?}")))),
+                other => {
+                    return Err(errors::foreign(&self.target, &key, &redis_key, &format!("a version that reads {other:?}")));
+                }
             }
         }
         Ok(listed)
     }
+}
+
+/// An index's fields (`field, version, …`) under `prefix`, sorted. Fields
+/// that are not store keys (`_complete`) fall outside every prefix; an
+/// empty version (a foreign value found by a rebuild) is listed as none.
+fn index_listing(fields: Vec<Vec<u8>>, prefix: &str) -> Vec<Listed> {
+    let mut found: Vec<Listed> = fields
+        .chunks_exact(2)
+        .map(|pair| (String::from_utf8_lossy(&pair[0]).into_owned(), String::from_utf8_lossy(&pair[1]).into_owned()))
+        .filter(|(key, _)| key.starts_with(prefix))
+        .map(|(key, v)| Listed { key, version: (!v.is_empty()).then(|| Version { e_tag: Some(format!("\"{v}\"")), version: None }) })
+        .collect();
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+    found
 }
 
 /// The token inside a version we issued (quoted like an HTTP ETag).
@@ -269,6 +311,7 @@ impl ConditionalStore for RedisStore {
     }
 
     async fn put_if_match(&self, key: &str, body: Vec<u8>, version: &Version) -> Result<Version> {
+        oxiflow_core::keys::check_key(key)?;
         let Some(expected) = token(version) else {
             return Err(Error::Precondition { store: self.target.describe.clone(), key: key.into() });
         };
@@ -287,8 +330,9 @@ impl ConditionalStore for RedisStore {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<Listed>> {
-        match self.layout.index_for_prefix(prefix) {
-            Some(index) => self.list_index(&index, prefix).await,
+        oxiflow_core::keys::check_prefix(prefix)?;
+        match self.layout.pipeline_listing(prefix) {
+            Some(listing) => self.list_pipeline(&listing, prefix).await,
             None => self.list_scan(prefix).await,
         }
     }
@@ -296,12 +340,13 @@ impl ConditionalStore for RedisStore {
     /// The server's clock at the key's last write (stored by the scripts).
     async fn written_at(&self, key: &str) -> Result<Option<Timestamp>> {
         let mut conn = self.conn.clone();
-        let ms: Option<i64> = ::redis::cmd("HGET")
-            .arg(self.layout.redis_key(key)?)
-            .arg("t")
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| errors::map(&self.target, key, e))?;
+        let redis_key = self.layout.redis_key(key)?;
+        let ms: Option<i64> = ::redis::cmd("HGET").arg(&redis_key).arg("t").query_async(&mut conn).await.map_err(|e| {
+            if e.code() == Some("WRONGTYPE") {
+                return errors::foreign(&self.target, key, &redis_key, "another type than a hash");
+            }
+            errors::map(&self.target, key, e)
+        })?;
         Ok(ms.map(Timestamp::from_millis))
     }
 }
