@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn keys_and_prefixes_stay_inside_the_store() {
         let p = PipelineId::new("orders").unwrap();
-        let part = PartitionId::shard(StepId::new(&"s".repeat(crate::id::MAX_ID_LEN)).unwrap(), u32::MAX);
+        let part = PartitionId::shard(StepId::new("s".repeat(crate::id::MAX_ID_LEN)).unwrap(), u32::MAX);
         for key in [pipeline_doc(&p), partition_doc(&p, &part), history_doc(&p, &part, u64::MAX), "_oxiflow/probe/00ff".into()] {
             check_key(&key).unwrap();
         }

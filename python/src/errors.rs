@@ -95,7 +95,7 @@ impl From<Failure> for PyErr {
 /// write's own error, if any, as its cause. Any other exception a handler
 /// raised keeps its type and gets `told` as a note.
 pub(crate) fn interrupted(py: Python<'_>, raised: PyErr, saved: Option<bool>, told: String, error: Option<PyErr>) -> PyErr {
-    let is_keyboard = raised.get_type(py).is(&py.get_type::<pyo3::exceptions::PyKeyboardInterrupt>());
+    let is_keyboard = raised.get_type(py).is(py.get_type::<pyo3::exceptions::PyKeyboardInterrupt>());
     if !is_keyboard {
         let value = raised.value(py);
         if value.hasattr("add_note").unwrap_or(false) {
