@@ -384,7 +384,7 @@ async fn a_foreign_value_is_listed_without_a_version_and_reads_as_corrupt() {
     let (ours, theirs) = (keys::pipeline_doc(&p), format!("{}partitions/x.json", keys::pipeline_prefix(&p)));
     let v = store.put_if_absent(&ours, b"{}".to_vec()).await.unwrap();
     let _: () = redis::cmd("SET").arg(store.redis_key(&theirs).unwrap()).arg("someone else's").query_async(&mut conn).await.unwrap();
-    let expected = vec![(ours.clone(), Some(v)), (theirs.clone(), None)];
+    let expected = vec![(theirs.clone(), None), (ours.clone(), Some(v))]; // listings are sorted by key
     let listed = |l: Vec<oxiflow_backends::Listed>| l.into_iter().map(|l| (l.key, l.version)).collect::<Vec<_>>();
     // Across pipelines (SCAN), then inside it: rebuilt, then from the index.
     let across: Vec<_> = listed(store.list("pipelines/").await.unwrap());
