@@ -47,13 +47,15 @@ fn etag(bytes: &[u8]) -> Version {
 
 impl LocalDirStore {
     /// Opens (creating if needed) the directory `root`, and removes the
-    /// temp files of writers that died mid-write.
+    /// temp files of writers that died mid-write when no writer holds the
+    /// lock (never waiting for it: a reader must not stall behind a stopped
+    /// writer; the next open cleans up instead).
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(io("create directory", &root.display().to_string()))?;
         let describe = format!("file://{}", root.display());
         let store = LocalDirStore { root, describe };
-        store.locked(|| store.remove_dead_temp_files())?;
+        store.if_unlocked(|| store.remove_dead_temp_files())?;
         Ok(store)
     }
 
@@ -85,6 +87,18 @@ impl LocalDirStore {
     fn path(&self, key: &str) -> Result<PathBuf> {
         oxiflow_core::keys::check_key(key)?;
         Ok(self.root.join(key))
+    }
+
+    /// Runs `f` holding the store-wide exclusive lock if it is free now;
+    /// `None` (and `f` not run) when another process holds it.
+    fn if_unlocked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+        let lock_path = self.root.join(LOCK_FILE);
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io("open lock", LOCK_FILE))?;
+        match lock.try_lock() {
+            Ok(()) => f().map(Some),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io("lock", LOCK_FILE)(e)),
+        }
     }
 
     /// Runs `f` holding the store-wide exclusive lock.

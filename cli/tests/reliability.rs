@@ -43,6 +43,26 @@ fn signal(child: &Child, sig: &str) {
     assert!(Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success());
 }
 
+/// SIGSTOPs a worker on the local store at a moment it does not hold the
+/// store's write lock: this test is about fencing a woken holder, not about
+/// a writer stopped inside its compare-and-swap (which stalls every writer of
+/// the directory until it runs again).
+fn freeze_outside_its_lock(worker: &Child, dir: &Path) {
+    use std::os::fd::AsRawFd;
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".oxiflow/state/.lock")).unwrap();
+    for _ in 0..1000 {
+        signal(worker, "STOP");
+        // Our own flock on a fresh descriptor succeeds only while nobody holds it.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_UN) };
+            return;
+        }
+        signal(worker, "CONT");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    panic!("the worker held the store's lock at each of 1,000 tries");
+}
+
 /// Polls `check` on the stored state until it holds (or 20 s pass).
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -94,7 +114,7 @@ fn a_frozen_worker_is_fenced_when_it_wakes_and_lands_nothing() {
         .unwrap();
     wait_for("the zombie's first checkpoints", || partition(d, "z")["records_processed"].as_u64().unwrap() >= 5);
 
-    signal(&zombie, "STOP");
+    freeze_outside_its_lock(&zombie, d);
     let frozen_at = partition(d, "z")["records_processed"].as_u64().unwrap();
     wait_for("the frozen worker's lease to expire", || partition(d, "z")["lease"]["status"]["state"] == "expired");
     let taken = json(d, &["claim", "z", "s", "--worker", "rescuer"]);
