@@ -288,7 +288,8 @@ test("1,000 partitions: a compact grid, rows on demand, an unchanged refresh is 
   await big.locator('[data-step-box="a"]').click();
   await big.locator('[data-partition="a@999"]').waitFor({ state: "attached" });
   assert.equal(await big.locator('[data-partition^="a@"]').count(), 1000);
-  assert.equal(await big.locator('[data-partition="a@3"] [data-field="readiness"]').innerText(), "held by w-big, for 60m");
+  // The lease of 1h was claimed seconds ago: minutes left, rounded down on a slow machine.
+  assert.match(await big.locator('[data-partition="a@3"] [data-field="readiness"]').innerText(), /^held by w-big, for (59|60)m$/);
   await page.screenshot({ path: join(artifacts, "dashboard-1000.png") });
   await big.locator("tr.step[data-step=a] button.rows").click();
   await big.locator('[data-partition="a@0"]').waitFor({ state: "detached" });
