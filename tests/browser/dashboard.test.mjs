@@ -312,8 +312,8 @@ test("1,000 partitions: a compact grid, rows on demand, an unchanged refresh is 
     + `unchanged refresh: ${unchanged.join(", ")} request(s); one changed document: ${changed.requests} requests`);
   assert.ok(timings.shown < 5000, `the grid took ${timings.shown} ms`);
   assert.ok(timings.loaded < 15000, `the documents took ${timings.loaded} ms`);
-  // The service refuses a view of shop, which holds a damaged document (the first test's): the page
-  // waits for shop's documents instead, and names the damaged one.
-  assert.deepEqual(consoleErrors, ["/v1/pipelines/shop: 422"]);
+  // shop holds a damaged document (the first test's): the service's view shows the rest and names it
+  // in `damaged` (200, not a refusal of the whole view), so nothing fails in the page.
+  assert.deepEqual(consoleErrors, []);
   await page.close();
 });
