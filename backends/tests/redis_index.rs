@@ -406,11 +406,19 @@ async fn an_index_deleted_while_listing_never_hides_an_acknowledged_document() {
     let prefix = keys::pipeline_prefix(&p);
     let created = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    // One document created per listing begun, while it runs: the pipeline
+    // stays small (every rebuild SCANs and passes all of it).
+    let begun = Arc::new(AtomicU64::new(0));
     let writer = {
-        let (store, created, stop, prefix) = (Arc::new(RedisStore::open(&url).unwrap()), created.clone(), stop.clone(), prefix.clone());
+        let (store, created, stop, prefix, begun) =
+            (Arc::new(RedisStore::open(&url).unwrap()), created.clone(), stop.clone(), prefix.clone(), begun.clone());
         tokio::spawn(async move {
             while !stop.load(SeqCst) {
                 let n = created.load(SeqCst);
+                if n >= begun.load(SeqCst) {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 store.put_if_absent(&format!("{prefix}extra/{n:06}"), b"x".to_vec()).await.unwrap();
                 created.store(n + 1, SeqCst);
             }
@@ -430,6 +438,7 @@ async fn an_index_deleted_while_listing_never_hides_an_acknowledged_document() {
     let mut listings = 0;
     while listings < 300 || deletions.load(SeqCst) < 50 {
         let acknowledged = created.load(SeqCst);
+        begun.fetch_add(1, SeqCst);
         let listed = store.list(&prefix).await.unwrap_or_else(|e| panic!("listing {listings}: {e}"));
         let keys: std::collections::BTreeSet<String> = listed.into_iter().map(|l| l.key).collect();
         for n in 0..acknowledged {
