@@ -17,12 +17,7 @@ use oxiflow_core::{Config, ErrorKind, PartitionId};
 const SECRET: &str = "pw-that-must-never-print";
 
 fn url() -> Option<String> {
-    let url = support::redis_url();
-    if url.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "redis-server must run in CI");
-        eprintln!("SKIPPED: OXIFLOW_TEST_REDIS_URL is not set (scripts/test.sh starts redis-server)");
-    }
-    url
+    support::redis_url_or_skip()
 }
 
 /// A raw connection for arranging what the store will find.

@@ -32,12 +32,7 @@ use oxiflow_core::{keys, Config, ErrorKind, PartitionDoc, PartitionId, PipelineI
 const WORKERS: usize = 4;
 
 fn url() -> Option<String> {
-    let url = support::redis_url();
-    if url.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "redis-server must run in CI");
-        eprintln!("SKIPPED: OXIFLOW_TEST_REDIS_URL is not set (scripts/test.sh starts redis-server)");
-    }
-    url
+    support::redis_url_or_skip()
 }
 
 fn id<T: std::str::FromStr<Err = oxiflow_core::Error>>(s: &str) -> T {
